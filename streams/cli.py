@@ -147,11 +147,11 @@ def _cmd_kafka(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     if args.kafka_command == "down":
         stopped = kafka_local.broker_down(data_dir)
-        print(f"stopped broker pid {stopped.pid}" if stopped else "no broker was running")
+        print("no broker was running" if stopped is None else f"stopped broker pid {stopped.pid}")
         return 0
-    running, info = kafka_local.broker_status(data_dir)
-    if running and info is not None:
-        print(f"running pid={info.pid} bootstrap={info.bootstrap} log={info.log_path}")
+    running, recorded = kafka_local.broker_status(data_dir)
+    if running and recorded is not None:
+        print(f"running pid={recorded.pid} bootstrap={recorded.bootstrap} log={recorded.log_path}")
     else:
         print(f"stopped data_dir={data_dir.resolve()}")
     return 0 if running else 3

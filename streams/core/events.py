@@ -261,7 +261,7 @@ def _order(raw: Mapping[str, Any], now: datetime | None) -> OrderEvent:
     currency = raw["currency"]
     if currency not in CURRENCIES:
         raise _fail("currency", f"unknown ISO 4217 currency code {currency!r}")
-    status = raw.get("status") or "placed"
+    status: OrderStatus = raw.get("status") or "placed"
     if status not in ORDER_STATUSES:
         raise _fail("status", f"must be one of {sorted(ORDER_STATUSES)}, got {status!r}")
     item_count = raw.get("item_count")

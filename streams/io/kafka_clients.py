@@ -13,14 +13,14 @@ from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 from typing import Any, Final
 
-from kafka import (  # type: ignore[import-untyped] # kafka-python ships no types
+from kafka import (
     KafkaAdminClient,
     KafkaConsumer,
     KafkaProducer,
     TopicPartition,
 )
-from kafka.admin import NewTopic  # type: ignore[import-untyped] # kafka-python ships no types
-from kafka.errors import (  # type: ignore[import-untyped] # kafka-python ships no types
+from kafka.admin import NewTopic
+from kafka.errors import (
     KafkaError,
     TopicAlreadyExistsError,
 )
@@ -128,9 +128,7 @@ def produce_events(
     try:
         for event in events:
             topic, value = codec.encode_event(event)
-            client.send(
-                settings.topic(topic), key=event.customer_id.encode("utf-8"), value=value
-            )
+            client.send(settings.topic(topic), key=event.customer_id.encode("utf-8"), value=value)
             counts[topic] = counts.get(topic, 0) + 1
         client.flush(timeout=60)
     except KafkaError as exc:
@@ -153,7 +151,10 @@ def _jsonable(value: Any) -> Any:
 
 
 def decode_record(
-    topic: str, key: bytes | None, value: bytes | None, headers: Iterable[tuple[str, bytes]],
+    topic: str,
+    key: bytes | None,
+    value: bytes | None,
+    headers: Iterable[tuple[str, bytes]],
     codec: AvroCodec,
 ) -> dict[str, Any]:
     """Return one record of an unprefixed churnstream ``topic`` as a JSON-ready dict."""

@@ -169,7 +169,7 @@ def fetch_jars(lock: dict[str, Any] | None = None) -> Path:
     Raises KafkaLauncherError naming the artifact whose checksum differs from the lock.
     """
     lock = lock or load_lock()
-    lib_dir = cache_dir() / "kafka" / lock["kafka_version"] / "libs"
+    lib_dir = cache_dir() / "kafka" / str(lock["kafka_version"]) / "libs"
     missing = _missing(lock, lib_dir)
     if missing:
         cache_dir().mkdir(parents=True, exist_ok=True)
@@ -289,8 +289,8 @@ def _is_broker_process(pid: int) -> bool:
 
 def broker_answers(bootstrap: str, timeout_s: float = 5.0) -> bool:
     """Return whether a broker at ``bootstrap`` answers a metadata request."""
-    from kafka import KafkaAdminClient  # type: ignore[import-untyped] # kafka-python ships no types
-    from kafka.errors import KafkaError  # type: ignore[import-untyped] # kafka-python ships no types
+    from kafka import KafkaAdminClient
+    from kafka.errors import KafkaError
 
     try:
         admin = KafkaAdminClient(
@@ -315,9 +315,7 @@ def _log_tail(path: Path, lines: int = 8) -> str:
         return "(no log)"
 
 
-def broker_up(
-    data_dir: Path, port: int | None = None, ready_timeout_s: float = 90.0
-) -> BrokerInfo:
+def broker_up(data_dir: Path, port: int | None = None, ready_timeout_s: float = 90.0) -> BrokerInfo:
     """Start the local broker (or return the one already running there) once it answers."""
     data_dir = data_dir.resolve()
     current = read_state(data_dir)
