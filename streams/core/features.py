@@ -1,0 +1,135 @@
+"""The model's inputs: a small flat dict of floats computed from a customer's state.
+
+Recency, frequency and monetary value come first (they carry most of the signal on real
+data); clickstream behaviour and service failures are decayed counts; the cold-start prior
+enters as its logit so the learned model can correct it instead of starting from nothing.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Final
+
+from streams.core.config import ScoringConfig
+from streams.core.prior import logit, p_no_order_within
+from streams.core.state import COUNTER_INDEX, DECAYED_COUNTERS, CustomerState
+
+SECONDS_PER_DAY: Final[float] = 86_400.0
+
+FEATURE_NAMES: Final[tuple[str, ...]] = (
+    "log_days_since_last_order",
+    "log_days_since_last_visit",
+    "log_order_count",
+    "log_tenure_days",
+    "log_usual_order_gap_days",
+    "silence_to_usual_gap",
+    "one_time_buyer",
+    "recent_orders",
+    "log_avg_order_value",
+    "recent_sessions",
+    "recent_product_views",
+    "recent_searches",
+    "recent_cart_adds",
+    "recent_abandoned_carts",
+    "recent_checkout_starts",
+    "recent_support_chats",
+    "recent_low_ratings",
+    "avg_rating_centered",
+    "recent_failed_payments",
+    "recent_cancellations",
+    "recent_refunds",
+    "recent_returns",
+    "has_consent",
+    "prior_logit",
+)
+_LOG_2: Final[float] = math.log(2.0)
+
+
+def decay_to(state: CustomerState, now_s: float, config: ScoringConfig) -> None:
+    """Decay every counter of ``state`` (in place) from its anchor to ``now_s``.
+
+    Only forward: a late event is counted at the customer's latest time, never rewinds it.
+    """
+    elapsed_days = (now_s - state.decay_anchor_s) / SECONDS_PER_DAY
+    if elapsed_days <= 0:
+        return
+    factors = {
+        "order": math.exp(-_LOG_2 * elapsed_days / config.order_half_life_days),
+        "engagement": math.exp(-_LOG_2 * elapsed_days / config.engagement_half_life_days),
+        "service": math.exp(-_LOG_2 * elapsed_days / config.service_half_life_days),
+    }
+    counters = state.counters
+    for index, (_, group) in enumerate(DECAYED_COUNTERS):
+        counters[index] *= factors[group]
+    pref_factor = factors["engagement"]
+    for prefs in (state.categories, state.brands):
+        for name in prefs:
+            prefs[name] *= pref_factor
+    state.decay_anchor_s = now_s
+
+
+def prior_of(state: CustomerState, now_s: float, config: ScoringConfig) -> float:
+    """Return the cold-start prior P(no order within H) of ``state`` as of ``now_s``."""
+    if state.first_order_s is None or state.last_order_s is None:
+        return p_no_order_within(
+            0,
+            0.0,
+            (now_s - state.first_seen_s) / SECONDS_PER_DAY,
+            config.horizon_days,
+            config.prior,
+        )
+    return p_no_order_within(
+        state.order_count - 1,
+        (state.last_order_s - state.first_order_s) / SECONDS_PER_DAY,
+        (now_s - state.first_order_s) / SECONDS_PER_DAY,
+        config.horizon_days,
+        config.prior,
+    )
+
+
+def compute_features(state: CustomerState, now_s: float, prior: float) -> dict[str, float]:
+    """Return the feature dict of ``state`` as of ``now_s`` (counters must be decayed to it).
+
+    Customers who never ordered count their silence from when they were first seen.
+    """
+    last_order_s = state.last_order_s if state.last_order_s is not None else state.first_seen_s
+    days_since_order = max(0.0, (now_s - last_order_s) / SECONDS_PER_DAY)
+    last_visit_s = state.last_visit_s if state.last_visit_s is not None else last_order_s
+    last_activity_s = max(last_visit_s, last_order_s)
+    days_since_visit = max(0.0, (now_s - last_activity_s) / SECONDS_PER_DAY)
+    start_s = state.first_order_s if state.first_order_s is not None else state.first_seen_s
+    tenure_days = max(0.0, (now_s - start_s) / SECONDS_PER_DAY)
+    gap = state.order_gap_days
+    counters = state.counters
+    rating_count = counters[COUNTER_INDEX["rating_count"]]
+    rating_sum = counters[COUNTER_INDEX["rating_sum"]]
+    avg_rating = rating_sum / rating_count if rating_count > 0.05 else 3.0
+    consent = state.email_opt_in or state.sms_opt_in or state.push_opt_in or state.chat_opt_in
+    return {
+        "log_days_since_last_order": math.log1p(days_since_order),
+        "log_days_since_last_visit": math.log1p(days_since_visit),
+        "log_order_count": math.log1p(state.order_count),
+        "log_tenure_days": math.log1p(tenure_days),
+        "log_usual_order_gap_days": math.log1p(gap) if gap is not None else 0.0,
+        "silence_to_usual_gap": min(days_since_order / max(gap, 1.0), 10.0) if gap else 0.0,
+        "one_time_buyer": 1.0 if state.order_count <= 1 else 0.0,
+        "recent_orders": counters[COUNTER_INDEX["orders"]],
+        "log_avg_order_value": (
+            math.log1p(state.spend / state.order_count) if state.order_count else 0.0
+        ),
+        "recent_sessions": counters[COUNTER_INDEX["sessions"]],
+        "recent_product_views": counters[COUNTER_INDEX["product_views"]],
+        "recent_searches": counters[COUNTER_INDEX["searches"]],
+        "recent_cart_adds": counters[COUNTER_INDEX["cart_adds"]],
+        "recent_abandoned_carts": counters[COUNTER_INDEX["abandoned_carts"]],
+        "recent_checkout_starts": counters[COUNTER_INDEX["checkout_starts"]],
+        "recent_support_chats": counters[COUNTER_INDEX["support_chats"]],
+        "recent_low_ratings": counters[COUNTER_INDEX["low_ratings"]],
+        "avg_rating_centered": avg_rating - 3.0,
+        "recent_failed_payments": counters[COUNTER_INDEX["failed_payments"]],
+        "recent_cancellations": counters[COUNTER_INDEX["cancellations"]],
+        "recent_refunds": counters[COUNTER_INDEX["refunds"]],
+        "recent_returns": counters[COUNTER_INDEX["returns"]],
+        "has_consent": 1.0 if consent else 0.0,
+        "prior_logit": logit(prior),
+    }

@@ -1,0 +1,140 @@
+"""Per-customer state: a small mutable record, compact to store and bounded in size.
+
+The worker keeps ``state.to_dict()`` in a Faust table (JSON-able values only) and rebuilds
+it with :meth:`CustomerState.from_dict`; the round trip is exact so live and replay agree.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Any, Final
+
+from streams.errors import ValidationError
+
+STATE_VERSION: Final[int] = 1
+
+# Counters that decay with event time; the group picks the half-life (see ScoringConfig).
+DECAYED_COUNTERS: Final[tuple[tuple[str, str], ...]] = (
+    ("orders", "order"),
+    ("sessions", "engagement"),
+    ("product_views", "engagement"),
+    ("searches", "engagement"),
+    ("cart_adds", "engagement"),
+    ("abandoned_carts", "engagement"),
+    ("checkout_starts", "engagement"),
+    ("support_chats", "service"),
+    ("low_ratings", "engagement"),
+    ("rating_sum", "engagement"),
+    ("rating_count", "engagement"),
+    ("failed_payments", "service"),
+    ("cancellations", "service"),
+    ("refunds", "service"),
+    ("returns", "service"),
+)
+COUNTER_INDEX: Final[dict[str, int]] = {name: i for i, (name, _) in enumerate(DECAYED_COUNTERS)}
+
+
+@dataclass(slots=True)
+class PendingSnapshot:
+    """A score snapshot waiting for its label (resolved exactly one horizon later)."""
+
+    snapshot_s: float
+    features: list[float]
+    prior: float
+    model_version: str
+    retained: bool = False
+
+    def to_list(self) -> list[Any]:
+        """Return the snapshot as a JSON-able list."""
+        return [self.snapshot_s, self.features, self.prior, self.model_version, self.retained]
+
+    @classmethod
+    def from_list(cls, raw: list[Any]) -> PendingSnapshot:
+        """Return the snapshot that :meth:`to_list` produced."""
+        snapshot_s, features, prior, model_version, retained = raw
+        return cls(
+            float(snapshot_s),
+            [float(v) for v in features],
+            float(prior),
+            str(model_version),
+            bool(retained),
+        )
+
+
+@dataclass(slots=True)
+class CustomerState:
+    """Everything the core remembers about one customer (times in epoch seconds)."""
+
+    customer_id: str
+    first_seen_s: float
+    clock_s: float
+    decay_anchor_s: float
+    counters: list[float] = field(default_factory=lambda: [0.0] * len(DECAYED_COUNTERS))
+    # Orders: lifetime totals and the customer's own rhythm.
+    order_count: int = 0
+    spend: float = 0.0
+    first_order_s: float | None = None
+    last_order_s: float | None = None
+    last_order_id: str | None = None
+    order_gap_days: float | None = None
+    # Visits (sessions) and their rhythm.
+    session_count: int = 0
+    last_visit_s: float | None = None
+    last_session_id: str | None = None
+    visit_gap_days: float | None = None
+    session_has_cart: bool = False
+    session_checked_out: bool = False
+    # Bounded top-k preferences: name -> decayed weight.
+    categories: dict[str, float] = field(default_factory=dict)
+    brands: dict[str, float] = field(default_factory=dict)
+    # Consent and channel from profiles (None = never said).
+    email_opt_in: bool | None = None
+    sms_opt_in: bool | None = None
+    push_opt_in: bool | None = None
+    chat_opt_in: bool | None = None
+    preferred_channel: str | None = None
+    timezone: str | None = None
+    # Labels, timers and the risk policy.
+    pending: list[PendingSnapshot] = field(default_factory=list)
+    next_snapshot_s: float = 0.0
+    next_wake_s: float | None = None
+    band: str | None = None
+    band_since_s: float | None = None
+    last_score: float | None = None
+
+    def counter(self, name: str) -> float:
+        """Return the decayed value of counter ``name`` (as of ``decay_anchor_s``)."""
+        return self.counters[COUNTER_INDEX[name]]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the state as a compact JSON-able dict (positional values plus a version)."""
+        values: list[Any] = []
+        for spec in fields(self):
+            value = getattr(self, spec.name)
+            if spec.name == "pending":
+                value = [snapshot.to_list() for snapshot in value]
+            elif isinstance(value, list | dict):
+                value = value.copy()
+            values.append(value)
+        return {"v": STATE_VERSION, "values": values}
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> CustomerState:
+        """Return the state that :meth:`to_dict` produced, or raise ``ValidationError``."""
+        if raw.get("v") != STATE_VERSION:
+            raise ValidationError(f"unknown customer state version {raw.get('v')!r}", field="v")
+        values = raw.get("values")
+        specs = fields(cls)
+        if not isinstance(values, list) or len(values) != len(specs):
+            raise ValidationError("customer state has the wrong number of values", field="values")
+        kwargs: dict[str, Any] = {}
+        for spec, raw_value in zip(specs, values, strict=True):
+            value = raw_value
+            if spec.name == "pending":
+                value = [PendingSnapshot.from_list(item) for item in raw_value]
+            elif spec.name == "counters":
+                value = [float(v) for v in raw_value]
+            elif spec.name in ("categories", "brands"):
+                value = {str(k): float(v) for k, v in raw_value.items()}
+            kwargs[spec.name] = value
+        return cls(**kwargs)
