@@ -259,10 +259,10 @@ def _order(raw: Mapping[str, Any], now: datetime | None) -> OrderEvent:
     if amount < 0 or amount > MAX_AMOUNT:
         raise _fail("amount", f"must be between 0 and {MAX_AMOUNT:.0f}, got {amount!r}")
     currency = raw["currency"]
-    if currency not in CURRENCIES:
+    if not isinstance(currency, str) or currency not in CURRENCIES:
         raise _fail("currency", f"unknown ISO 4217 currency code {currency!r}")
     status: OrderStatus = raw.get("status") or "placed"
-    if status not in ORDER_STATUSES:
+    if not isinstance(status, str) or status not in ORDER_STATUSES:
         raise _fail("status", f"must be one of {sorted(ORDER_STATUSES)}, got {status!r}")
     item_count = raw.get("item_count")
     if item_count is not None and (
@@ -284,7 +284,7 @@ def _order(raw: Mapping[str, Any], now: datetime | None) -> OrderEvent:
 
 def _click(raw: Mapping[str, Any], now: datetime | None) -> ClickEvent:
     action = raw["action"]
-    if action not in CLICK_ACTIONS:
+    if not isinstance(action, str) or action not in CLICK_ACTIONS:
         raise _fail("action", f"must be one of {sorted(CLICK_ACTIONS)}, got {action!r}")
     price_raw = raw.get("price")
     price = None if price_raw is None else _number(price_raw, "price")
@@ -311,7 +311,7 @@ def _click(raw: Mapping[str, Any], now: datetime | None) -> ClickEvent:
 
 def _profile(raw: Mapping[str, Any], now: datetime | None) -> ProfileEvent:
     channel = raw.get("preferred_channel")
-    if channel is not None and channel not in CHANNELS:
+    if channel is not None and (not isinstance(channel, str) or channel not in CHANNELS):
         raise _fail("preferred_channel", f"must be one of {sorted(CHANNELS)}, got {channel!r}")
     timezone = _opt_str(raw, "timezone", max_len=64)
     return ProfileEvent(
@@ -340,7 +340,7 @@ def event_from_dict(
     'search'
     """
     kind = event_type if event_type is not None else raw.get("event_type")
-    if kind not in _REQUIRED:
+    if not isinstance(kind, str) or kind not in _REQUIRED:
         raise _fail("event_type", f"must be one of {sorted(_REQUIRED)}, got {kind!r}")
     allowed = {"event_type", *_REQUIRED[kind], *_OPTIONAL[kind]}
     unknown = set(raw) - allowed
@@ -366,9 +366,7 @@ def event_to_dict(event: Event) -> dict[str, Any]:
         if isinstance(value, datetime):
             value = value.astimezone(UTC).isoformat().replace("+00:00", "Z")
         elif field == "items":
-            value = [
-                {k: v for k, v in _item_dict(item).items() if v is not None} for item in value
-            ]
+            value = [{k: v for k, v in _item_dict(item).items() if v is not None} for item in value]
         out[field] = value
     return out
 
