@@ -33,7 +33,7 @@ class ReplayOptions:
 
     config: ScoringConfig = field(default_factory=ScoringConfig)
     snapshot_every: int = 500
-    learning_rate: float = 0.02
+    learning_rate: float = 0.05
     l2: float = 1e-4
     # Replay signs and verifies its own snapshots exactly like the worker, so a broken
     # signing path shows up here too; the key never leaves the process.

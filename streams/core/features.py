@@ -18,6 +18,7 @@ SECONDS_PER_DAY: Final[float] = 86_400.0
 
 FEATURE_NAMES: Final[tuple[str, ...]] = (
     "log_days_since_last_order",
+    "years_since_last_order",
     "log_days_since_last_visit",
     "log_order_count",
     "log_tenure_days",
@@ -43,6 +44,10 @@ FEATURE_NAMES: Final[tuple[str, ...]] = (
     "prior_logit",
 )
 _LOG_2: Final[float] = math.log(2.0)
+_GROUP_INDEXES: Final[tuple[tuple[str, tuple[int, ...]], ...]] = tuple(
+    (group, tuple(i for i, (_, g) in enumerate(DECAYED_COUNTERS) if g == group))
+    for group in ("order", "engagement", "service")
+)
 
 
 def decay_to(state: CustomerState, now_s: float, config: ScoringConfig) -> None:
@@ -53,19 +58,28 @@ def decay_to(state: CustomerState, now_s: float, config: ScoringConfig) -> None:
     elapsed_days = (now_s - state.decay_anchor_s) / SECONDS_PER_DAY
     if elapsed_days <= 0:
         return
-    factors = {
-        "order": math.exp(-_LOG_2 * elapsed_days / config.order_half_life_days),
-        "engagement": math.exp(-_LOG_2 * elapsed_days / config.engagement_half_life_days),
-        "service": math.exp(-_LOG_2 * elapsed_days / config.service_half_life_days),
-    }
     counters = state.counters
-    for index, (_, group) in enumerate(DECAYED_COUNTERS):
-        counters[index] *= factors[group]
-    pref_factor = factors["engagement"]
-    for prefs in (state.categories, state.brands):
-        for name in prefs:
-            prefs[name] *= pref_factor
+    for group, indexes in _GROUP_INDEXES:
+        # Most customers never touch most groups: skip the exp() for all-zero groups.
+        if not any(counters[i] for i in indexes):
+            continue
+        factor = math.exp(-_LOG_2 * elapsed_days / _half_life(config, group))
+        for i in indexes:
+            counters[i] *= factor
+    if state.categories or state.brands:
+        pref_factor = math.exp(-_LOG_2 * elapsed_days / config.engagement_half_life_days)
+        for prefs in (state.categories, state.brands):
+            for name in prefs:
+                prefs[name] *= pref_factor
     state.decay_anchor_s = now_s
+
+
+def _half_life(config: ScoringConfig, group: str) -> float:
+    if group == "order":
+        return config.order_half_life_days
+    if group == "engagement":
+        return config.engagement_half_life_days
+    return config.service_half_life_days
 
 
 def prior_of(state: CustomerState, now_s: float, config: ScoringConfig) -> float:
@@ -107,6 +121,7 @@ def compute_features(state: CustomerState, now_s: float, prior: float) -> dict[s
     consent = state.email_opt_in or state.sms_opt_in or state.push_opt_in or state.chat_opt_in
     return {
         "log_days_since_last_order": math.log1p(days_since_order),
+        "years_since_last_order": days_since_order / 365.0,
         "log_days_since_last_visit": math.log1p(days_since_visit),
         "log_order_count": math.log1p(state.order_count),
         "log_tenure_days": math.log1p(tenure_days),

@@ -89,7 +89,12 @@ _Rule = Callable[[CustomerState, _Facts], tuple[str, float] | None]
 _RULES: dict[str, tuple[_Rule, tuple[str, ...]]] = {
     "no_recent_order": (
         _recency,
-        ("log_days_since_last_order", "silence_to_usual_gap", "prior_logit"),
+        (
+            "log_days_since_last_order",
+            "years_since_last_order",
+            "silence_to_usual_gap",
+            "prior_logit",
+        ),
     ),
     "few_orders": (_few_orders, ("log_order_count", "one_time_buyer", "recent_orders")),
     "no_recent_visit": (_no_visit, ("log_days_since_last_visit", "recent_sessions")),
