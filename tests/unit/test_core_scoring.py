@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 from streams.core.config import ScoringConfig
@@ -39,7 +40,7 @@ def _click(days: float, action: str, session: str = "s1", rating: int | None = N
 
 
 def _feed(
-    events: list[Event], model: object = MODEL, round_trip: bool = False
+    events: Sequence[Event], model: object = MODEL, round_trip: bool = False
 ) -> tuple[CustomerState, StepOutput]:
     state: CustomerState | None = None
     total = StepOutput()
