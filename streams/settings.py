@@ -32,9 +32,7 @@ COMPACTED_TOPICS: Final[frozenset[str]] = frozenset({"churn-scores", "churn-mode
 SECURITY_PROTOCOLS: Final[frozenset[str]] = frozenset(
     {"PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"}
 )
-SASL_MECHANISMS: Final[frozenset[str]] = frozenset(
-    {"PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"}
-)
+SASL_MECHANISMS: Final[frozenset[str]] = frozenset({"PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"})
 _HOST_PORT = re.compile(r"^[A-Za-z0-9.\-]+:\d{1,5}$|^\[[0-9A-Fa-f:]+\]:\d{1,5}$")
 _TOPIC_PREFIX = re.compile(r"^[A-Za-z0-9._\-]{0,100}$")
 
@@ -47,6 +45,7 @@ class Settings:
     topic_prefix: str = ""
     data_dir: Path = Path(".churnstream")
     web_port: int = 6066
+    web_host: str = "127.0.0.1"
     api_tokens: tuple[str, ...] = ()
     model_secret: str = field(default="", repr=False)
     webhook_urls: tuple[str, ...] = ()
@@ -54,6 +53,11 @@ class Settings:
     horizon_days: int = 90
     holdout_percent: float = 10.0
     partitions: int = 4
+    # Off pins the model (prior only, no trainer): replay-equality tests and canary workers.
+    train: bool = True
+    snapshot_every: int = 500
+    # Live mode: the watermark also follows wall clock minus this grace (None = event time only).
+    wall_grace_s: float | None = None
     log_json: bool = False
     log_customer_ids: bool = False
     kafka_security_protocol: str = "PLAINTEXT"
@@ -116,6 +120,10 @@ class Settings:
             raise bad("horizon_days", f"must be 1-3650 days, got {self.horizon_days}")
         if not 0 <= self.holdout_percent <= 100:
             raise bad("holdout_percent", f"must be 0-100, got {self.holdout_percent}")
+        if not 1 <= self.snapshot_every <= 10_000_000:
+            raise bad("snapshot_every", f"must be 1-10000000, got {self.snapshot_every}")
+        if self.wall_grace_s is not None and not 0 <= self.wall_grace_s <= 30 * 86400:
+            raise bad("wall_grace_s", f"must be 0-2592000 seconds, got {self.wall_grace_s}")
         if not 1 <= self.partitions <= 1024:
             raise bad("partitions", f"must be 1-1024, got {self.partitions}")
         if any(len(token) < 16 for token in self.api_tokens):
@@ -158,11 +166,11 @@ def _check_webhook_secret(secret: str, bad: Any) -> None:
 def _parse_env(name: str, env_name: str, raw: str) -> Any:
     """Return ``raw`` converted to the type of setting ``name``; raise SettingsError if it won't."""
     try:
-        if name in {"web_port", "horizon_days", "partitions"}:
+        if name in {"web_port", "horizon_days", "partitions", "snapshot_every"}:
             return int(raw)
-        if name == "holdout_percent":
+        if name in {"holdout_percent", "wall_grace_s"}:
             return float(raw)
-        if name in {"log_json", "log_customer_ids"}:
+        if name in {"log_json", "log_customer_ids", "train"}:
             return _parse_bool(raw)
         if name in {"data_dir", "kafka_ssl_cafile"}:
             return Path(raw)

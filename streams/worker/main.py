@@ -1,0 +1,48 @@
+"""``churnstream worker``: build the Faust app from Settings and run it until stopped."""
+
+from __future__ import annotations
+
+import logging
+
+from streams.errors import ChurnstreamError
+from streams.settings import Settings
+
+
+def input_partitions(settings: Settings) -> int:
+    """Return the partition count of the input topics (they must all agree)."""
+    from kafka import KafkaConsumer
+
+    from streams.io.kafka_clients import client_config
+    from streams.settings import INPUT_TOPICS
+
+    consumer = KafkaConsumer(**client_config(settings))
+    try:
+        counts = {}
+        for name in INPUT_TOPICS:
+            partitions = consumer.partitions_for_topic(settings.topic(name))
+            if not partitions:
+                msg = (
+                    f"input topic {settings.topic(name)!r} does not exist. "
+                    "Operator action: run `churnstream topics create` first"
+                )
+                raise ChurnstreamError(msg)
+            counts[name] = len(partitions)
+    finally:
+        consumer.close()
+    if len(set(counts.values())) != 1:
+        msg = f"input topics must be co-partitioned, but have {counts}"
+        raise ChurnstreamError(msg)
+    return next(iter(counts.values()))
+
+
+def run_worker(settings: Settings, loglevel: str = "info") -> int:
+    """Run the worker until it is stopped (SIGTERM/SIGINT); return its exit code."""
+    import faust
+
+    from streams.worker.app import create_worker
+
+    partitions = input_partitions(settings)
+    worker = create_worker(settings, partitions)
+    logging.getLogger("streams").setLevel(loglevel.upper())
+    faust.Worker(worker.app, loglevel=loglevel).execute_from_commandline()
+    return 0
