@@ -39,8 +39,51 @@ CHANNELS: Final[frozenset[str]] = frozenset({"chat", "email", "sms", "push"})
 # ISO 4217 codes a shop plausibly sells in; an unknown code is far more often a producer bug
 # (a symbol, a lower-case typo, a country code) than a new currency.
 CURRENCIES: Final[frozenset[str]] = frozenset(
-    "USD EUR GBP JPY CHF CAD AUD NZD SEK NOK DKK PLN CZK HUF RON BGN TRY ILS AED SAR INR CNY "
-    "HKD SGD KRW TWD THB MYR IDR PHP VND BRL MXN ARS CLP COP PEN ZAR NGN EGP KES MAD UAH".split()
+    {
+        "USD",
+        "EUR",
+        "GBP",
+        "JPY",
+        "CHF",
+        "CAD",
+        "AUD",
+        "NZD",
+        "SEK",
+        "NOK",
+        "DKK",
+        "PLN",
+        "CZK",
+        "HUF",
+        "RON",
+        "BGN",
+        "TRY",
+        "ILS",
+        "AED",
+        "SAR",
+        "INR",
+        "CNY",
+        "HKD",
+        "SGD",
+        "KRW",
+        "TWD",
+        "THB",
+        "MYR",
+        "IDR",
+        "PHP",
+        "VND",
+        "BRL",
+        "MXN",
+        "ARS",
+        "CLP",
+        "COP",
+        "PEN",
+        "ZAR",
+        "NGN",
+        "EGP",
+        "KES",
+        "MAD",
+        "UAH",
+    }
 )
 MAX_AMOUNT: Final[float] = 10_000_000.0
 MAX_ID_LENGTH: Final[int] = 128
