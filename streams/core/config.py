@@ -44,6 +44,9 @@ class ScoringConfig:
     prior: PriorParams = PriorParams()
     # The learned model's weight grows linearly to 1 over this many learned examples.
     prior_blend_examples: int = 1000
+    # Expert prior until the model has learned: each unrecovered failed payment (up to 3)
+    # adds this much log-odds of churn. BG/NBD knows only purchases, not lost sales.
+    failed_payment_log_odds: float = 0.6
     top_k_preferences: int = 5
     max_reasons: int = 3
     engagement_half_life_days: float = 30.0

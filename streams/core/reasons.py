@@ -83,6 +83,13 @@ def _counted(counter: str, word: str, weight: float) -> _Rule:
     return rule
 
 
+def _failed_payments(state: CustomerState, facts: _Facts) -> tuple[str, float] | None:
+    unrecovered = state.unrecovered_failed_payments
+    if unrecovered:
+        return f"{_plural(unrecovered, 'failed payment')} since the last order", 0.6 * unrecovered
+    return _counted("failed_payments", "failed payment", 0.6)(state, facts)
+
+
 _Rule = Callable[[CustomerState, _Facts], tuple[str, float] | None]
 
 # code -> (rule, features whose contributions the reason sums)
@@ -99,8 +106,8 @@ _RULES: dict[str, tuple[_Rule, tuple[str, ...]]] = {
     "few_orders": (_few_orders, ("log_order_count", "one_time_buyer", "recent_orders")),
     "no_recent_visit": (_no_visit, ("log_days_since_last_visit", "recent_sessions")),
     "failed_payments": (
-        _counted("failed_payments", "failed payment", 0.6),
-        ("recent_failed_payments",),
+        _failed_payments,
+        ("recent_failed_payments", "unrecovered_failed_payments"),
     ),
     "cancellations": (_counted("cancellations", "cancelled order", 0.5), ("recent_cancellations",)),
     "returns": (_counted("returns", "returned order", 0.4), ("recent_returns",)),

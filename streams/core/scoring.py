@@ -175,7 +175,7 @@ def _score(
     if learned < config.prior_blend_examples:
         # Until enough labels arrived the prior keeps a share of the vote.
         weight = learned / config.prior_blend_examples
-        score = weight * model_p + (1.0 - weight) * _sigmoid_of_prior(features)
+        score = weight * model_p + (1.0 - weight) * _cold_start(features, config)
     else:
         score = model_p
     contributions_of = getattr(model, "contributions", None)
@@ -226,8 +226,11 @@ def _score(
     state.last_score = score
 
 
-def _sigmoid_of_prior(features: dict[str, float]) -> float:
-    return 1.0 / (1.0 + math.exp(-features["prior_logit"]))
+def _cold_start(features: dict[str, float], config: ScoringConfig) -> float:
+    """Return the cold-start P(churn): the BG/NBD prior plus the lost-sales adjustment."""
+    lost_sales = min(features["unrecovered_failed_payments"], 3.0)
+    log_odds = features["prior_logit"] + config.failed_payment_log_odds * lost_sales
+    return 1.0 / (1.0 + math.exp(-log_odds))
 
 
 def _first_grid_point(customer_id: str, after_s: float, config: ScoringConfig) -> float:

@@ -11,7 +11,7 @@ from typing import Any, Final
 
 from streams.errors import ValidationError
 
-STATE_VERSION: Final[int] = 1
+STATE_VERSION: Final[int] = 2
 
 # Counters that decay with event time; the group picks the half-life (see ScoringConfig).
 DECAYED_COUNTERS: Final[tuple[tuple[str, str], ...]] = (
@@ -101,6 +101,9 @@ class CustomerState:
     band: str | None = None
     band_since_s: float | None = None
     last_score: float | None = None
+    # Failed payments since the last successful order: a lost sale nobody recovered yet
+    # stays a risk until the customer buys again, however long ago it failed.
+    unrecovered_failed_payments: int = 0
 
     def counter(self, name: str) -> float:
         """Return the decayed value of counter ``name`` (as of ``decay_anchor_s``)."""

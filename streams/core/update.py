@@ -56,6 +56,8 @@ def _apply_order(
     failure = _FAILURE_COUNTERS.get(event.status)
     if failure is not None:
         state.counters[COUNTER_INDEX[failure]] += 1.0
+        if event.status == "payment_failed":
+            state.unrecovered_failed_payments = min(state.unrecovered_failed_payments + 1, 99)
         return
     if not is_new_order(state, event):
         return
@@ -66,6 +68,7 @@ def _apply_order(
         state.first_order_s = now_s
     state.last_order_s = now_s
     state.last_order_id = event.order_id
+    state.unrecovered_failed_payments = 0
     state.order_count += 1
     state.spend += event.amount
     state.counters[COUNTER_INDEX["orders"]] += 1.0

@@ -91,9 +91,21 @@ def test_reasons_name_failed_payments_and_low_ratings() -> None:
     ]
     _, out = _feed(events)
     codes = {r.code: r.text for r in out.scores[-1].reasons}
-    assert codes["failed_payments"] == "2 failed payments recently"
+    assert codes["failed_payments"] == "2 failed payments since the last order"
     assert "low_ratings" in codes
     assert "only 1 order so far" in codes.values()  # the retried order o1 counts once
+
+
+def test_unrecovered_failed_payments_raise_the_cold_start_score_until_an_order() -> None:
+    base = [_order(0, "o1"), _order(10, "o2")]
+    failed = [*base, _order(12, "o3", "payment_failed"), _order(12.5, "o3", "payment_failed")]
+    state, _ = _feed(failed)
+    clean_score = score_as_of(_feed(base)[0], to_s(_at(13)), MODEL, CONFIG)[1].scores[-1]
+    failed_score = score_as_of(state, to_s(_at(13)), MODEL, CONFIG)[1].scores[-1]
+    assert failed_score.score > clean_score.score + 0.1
+    assert failed_score.reasons[0].code == "failed_payments"
+    recovered, _ = process_event(state, _order(13, "o4"), MODEL, CONFIG)
+    assert recovered.unrecovered_failed_payments == 0
 
 
 def test_learned_model_reasons_follow_its_contributions() -> None:
