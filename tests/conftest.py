@@ -12,6 +12,7 @@ import pytest
 from streams.io import kafka_local
 from streams.io.kafka_clients import create_topics
 from streams.settings import Settings
+from tests.support.processes import WorkerProcess
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
@@ -69,3 +70,19 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "kafka_broker" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.kafka)
+
+
+@pytest.fixture
+def start_worker(tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
+    """Return a starter of worker processes; every worker started is stopped afterwards."""
+    started: list[WorkerProcess] = []
+
+    def start(settings: Settings, ready: bool = True, **env: str) -> WorkerProcess:
+        worker = WorkerProcess(settings, tmp_path / f"worker{len(started)}", **env)
+        started.append(worker)
+        worker.start()
+        return worker.wait_ready() if ready else worker
+
+    yield start
+    for worker in started:
+        worker.stop()

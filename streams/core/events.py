@@ -236,7 +236,10 @@ def _opt_bool(raw: Mapping[str, Any], field: str) -> bool | None:
 
 
 def parse_event_time(value: Any, field: str = "event_time") -> datetime:
-    """Return ``value`` (ISO-8601 string with offset, or aware datetime) as an aware UTC datetime.
+    """Return ``value`` (ISO-8601 string with offset, or aware datetime) as aware UTC, in ms.
+
+    Times are cut to the millisecond, the precision of the Avro contract, so an event read
+    from a file (replay) and the same event read from Kafka (live) are the same event.
 
     >>> parse_event_time("2024-03-01T12:00:00Z").isoformat()
     '2024-03-01T12:00:00+00:00'
@@ -252,7 +255,8 @@ def parse_event_time(value: Any, field: str = "event_time") -> datetime:
         raise _fail(field, f"must be an ISO-8601 string, got {value!r}")
     if parsed.tzinfo is None or parsed.utcoffset() is None:
         raise _fail(field, f"needs a time zone (use 'Z' for UTC): {value!r}")
-    return parsed.astimezone(UTC)
+    utc = parsed.astimezone(UTC)
+    return utc.replace(microsecond=utc.microsecond - utc.microsecond % 1000)
 
 
 def _check_time(when: datetime, now: datetime | None, field: str = "event_time") -> datetime:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from streams.core.events import ClickEvent, Event, OrderEvent, ProfileEvent
@@ -69,5 +70,12 @@ def sample_events(customers: int = 50, days: int = 120, seed: int = 7) -> Iterat
                 )
             )
             at += timedelta(days=rng.expovariate(1 / gap_days))
+    # Milliseconds, as on the wire: the sample is the same whether read from a file or Kafka.
+    events = [
+        replace(
+            e, event_time=e.event_time.replace(microsecond=e.event_time.microsecond // 1000 * 1000)
+        )
+        for e in events
+    ]
     events.sort(key=lambda event: (event.event_time, event.customer_id))
     yield from events
