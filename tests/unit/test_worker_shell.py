@@ -1,0 +1,111 @@
+"""The worker's plain parts without Kafka: the model holder and the per-partition shell."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from streams.core.config import ScoringConfig
+from streams.core.events import OrderEvent
+from streams.core.model import FrozenLinearModel, OnlineChurnModel
+from streams.core.snapshot import sign_snapshot
+from streams.io.avro import default_codec
+from streams.worker.models import ModelHolder, TrainerShell
+from streams.worker.shell import ScoringShell
+
+SECRET = "unit-test-secret-0123456789"
+T0 = datetime(2024, 1, 1, tzinfo=UTC)
+
+
+def _trained(examples: int) -> OnlineChurnModel:
+    model = OnlineChurnModel()
+    for i in range(examples):
+        model.learn({"prior_logit": float(i % 3), "log_order_count": 1.0}, i % 2)
+    return model
+
+
+def _encoded(model: OnlineChurnModel, secret: str = SECRET) -> bytes:
+    record = sign_snapshot(model, secret, T0).to_record()
+    return default_codec().encode("model_snapshot", record)
+
+
+def test_holder_swaps_in_a_verified_snapshot_and_refuses_a_tampered_one() -> None:
+    holder = ModelHolder(SECRET, default_codec())
+    assert holder.version == "prior-0"
+
+    forged = _encoded(_trained(10), secret="someone-elses-secret-000")
+    assert holder.offer(forged) is False
+    assert holder.counters.refused == 1
+    assert holder.version == "prior-0"
+
+    assert holder.offer(b"\x00\x00\x00\x00\x07garbage") is False
+    assert holder.counters.undecodable == 1
+
+    assert holder.offer(_encoded(_trained(20))) is True
+    assert holder.version == "m-20"
+    assert holder.counters.swaps == 1
+    # an older snapshot (e.g. re-read from the compacted topic) never replaces a newer one
+    assert holder.offer(_encoded(_trained(10))) is False
+    assert holder.version == "m-20"
+
+
+def test_trainer_publishes_a_signed_snapshot_every_n_examples() -> None:
+    codec = default_codec()
+    trainer = TrainerShell(SECRET, codec, snapshot_every=3)
+    example = {
+        "example_id": "x",
+        "customer_id": "c1",
+        "snapshot_time": T0,
+        "label_time": T0 + timedelta(days=90),
+        "label": 1,
+        "features": {"prior_logit": 0.5},
+        "prior": 0.6,
+        "model_version": "prior-0",
+    }
+    value = codec.encode("training_example", example)
+    published = [trainer.learn(value, T0) for _ in range(6)]
+    assert [p is not None for p in published] == [False, False, True, False, False, True]
+    holder = ModelHolder(SECRET, codec)
+    last = published[-1]
+    assert last is not None
+    assert holder.offer(last)
+    assert holder.version == "m-6"
+
+
+def _order(customer_id: str, day: float) -> OrderEvent:
+    return OrderEvent(
+        event_id=f"{customer_id}-{day}",
+        customer_id=customer_id,
+        order_id=f"{customer_id}-{day}",
+        event_time=T0 + timedelta(days=day),
+        amount=30.0,
+        currency="EUR",
+    )
+
+
+def test_timers_are_rebuilt_from_the_store_after_a_rebalance() -> None:
+    store: dict[str, Any] = {}
+    model = FrozenLinearModel.prior_only()
+    shell = ScoringShell(store, ScoringConfig(), lambda: model, partition_of=lambda _: 0)
+    for day in range(0, 50, 10):
+        shell.on_event(_order("quiet", day), partition=0)
+    shell.forget_partitions()  # as after a rebalance: in-memory timers are gone
+    rebuilt = ScoringShell(store, ScoringConfig(), lambda: model, partition_of=lambda _: 0)
+    out = rebuilt.on_event(_order("other", 200), partition=0)
+    assert rebuilt.stats.rebuilt_customers == 1
+    quiet_timer_scores = [s for s in out.scores if s.customer_id == "quiet"]
+    assert quiet_timer_scores, "the silent customer's timers must fire after the rebuild"
+    assert all(s.trigger == "timer" for s in quiet_timer_scores)
+    assert quiet_timer_scores[-1].score > quiet_timer_scores[0].score
+
+
+def test_a_partitions_watermark_wakes_only_its_own_customers() -> None:
+    store: dict[str, Any] = {}
+    model = FrozenLinearModel.prior_only()
+    owner = {"a": 0, "b": 1, "late": 1}
+    shell = ScoringShell(store, ScoringConfig(), lambda: model, partition_of=owner.__getitem__)
+    shell.on_event(_order("a", 0), partition=0)
+    shell.on_event(_order("b", 0), partition=1)
+    out = shell.on_event(_order("late", 300), partition=1)
+    woken = {s.customer_id for s in out.scores if s.trigger == "timer"}
+    assert woken == {"b"}
