@@ -27,6 +27,10 @@ class InterventionConfig:
     holdout_salt: str = "churnstream-holdout-v1"
     # Proactive offers start when a customer's band rises to this band or above.
     act_from_band: str = "HIGH"
+    # A customer's first band is the prior's verdict on someone we know nothing about yet
+    # (every new profile starts HIGH under the default prior): acting on it would send a
+    # coupon on zero evidence. Only a rise between bands is a signal.
+    act_on_first_band: bool = False
     # Value tiers by lifetime spend; the high tier at high risk gets a human on live chat.
     mid_value_spend: float = 100.0
     high_value_spend: float = 500.0

@@ -97,14 +97,17 @@ class Plan:
         return self.segment in SERVICE_SEGMENTS
 
 
-def is_rising_into(change: RiskChange, act_from_band: str) -> bool:
-    """Return whether ``change`` moves a customer up into ``act_from_band`` or above.
+def is_rising_into(change: RiskChange, act_from_band: str, first_band: bool = False) -> bool:
+    """Return whether ``change`` moves a customer up into ``act_from_band`` or above
+    (a first band counts only with ``first_band``).
 
     >>> from datetime import UTC, datetime
     >>> change = RiskChange("r", "c", "MEDIUM", "HIGH", 0.7, 0.5, (), "m", datetime.now(UTC), "t")
     >>> is_rising_into(change, "HIGH"), is_rising_into(change, "CRITICAL")
     (True, False)
     """
+    if change.from_band is None and not first_band:
+        return False
     to_index = BANDS.index(change.to_band)
     from_index = -1 if change.from_band is None else BANDS.index(change.from_band)
     return to_index > from_index and to_index >= BANDS.index(act_from_band)
@@ -114,7 +117,7 @@ def plans_for_risk_change(
     customer: CustomerState, change: RiskChange, currency: str | None, config: InterventionConfig
 ) -> list[Plan]:
     """Return the candidate plans for a risk change, best first (empty: nothing to do)."""
-    if not is_rising_into(change, config.act_from_band):
+    if not is_rising_into(change, config.act_from_band, config.act_on_first_band):
         return []
     why = f"risk {change.from_band or 'new'} -> {change.to_band}"
     if change.reasons:

@@ -196,6 +196,13 @@ def test_falling_or_mild_risk_changes_call_for_nothing(from_band: str | None, to
     assert contacts.contacts == []
 
 
+def test_a_first_band_is_no_signal_unless_configured() -> None:
+    first = _change(to_band="HIGH", from_band=None)
+    assert route(_customer(), None, first, to_s(T0), NO_HOLDOUT)[1] == []
+    eager = dataclasses.replace(NO_HOLDOUT, act_on_first_band=True)
+    assert _route_one(_customer(), first, eager)[1].segment == "never_ordered"
+
+
 # --- immediate triggers ----------------------------------------------------------------------
 
 
