@@ -116,8 +116,9 @@ def format_uplift(tracker: UpliftTracker, window_days: float) -> str:
     lines = [
         f"uplift = P(order within {window_days:g} days | treated) - P(... | held out); "
         f"95 % CI: {CI_METHOD}",
+        "(widened by each arm's design effect, deff, for repeat decisions of one customer)",
         f"{'segment':<20} {'treated':>8} {'ordered':>8} {'rate':>7} "
-        f"{'held_out':>8} {'ordered':>8} {'rate':>7} {'uplift':>9}  95 % CI",
+        f"{'held_out':>8} {'ordered':>8} {'rate':>7} {'deff':>9} {'uplift':>9}  95 % CI",
     ]
     for estimate in tracker.estimates():
         lines.append(_row(estimate))
@@ -135,10 +136,12 @@ def _row(estimate: UpliftEstimate) -> str:
     uplift = "-" if estimate.uplift is None else f"{100 * estimate.uplift:+.1f} pp"
     ci = estimate.ci
     interval = "-" if ci is None else f"[{100 * ci[0]:+.1f}, {100 * ci[1]:+.1f}] pp"
+    deff = f"{estimate.treated_design_effect:.1f}/{estimate.control_design_effect:.1f}"
     return (
         f"{estimate.segment:<20} {estimate.treated_n:>8} {estimate.treated_ordered:>8} "
         f"{rate(estimate.treated_rate):>7} {estimate.control_n:>8} "
-        f"{estimate.control_ordered:>8} {rate(estimate.control_rate):>7} {uplift:>9}  {interval}"
+        f"{estimate.control_ordered:>8} {rate(estimate.control_rate):>7} {deff:>9} "
+        f"{uplift:>9}  {interval}"
     )
 
 

@@ -9,6 +9,11 @@ Treated = delivered or deferred (``suppressed_reason`` null); control = ``held_o
 Decisions suppressed for consent, cap or cooldown took no action in either arm and are left
 out. The interval is Newcombe's hybrid score interval (method 10, Newcombe 1998) from two
 Wilson intervals: unlike Wald it keeps its coverage for small groups and rates near 0 or 1.
+
+Repeat decisions of one customer are correlated, which makes a plain interval too narrow.
+With ``cluster_by_customer`` the tracker keeps per-customer tallies and widens each arm's
+interval by its design effect (cluster-robust variance over binomial variance, at least 1):
+the Wilson intervals then use the effective sample size ``n / deff`` (Kish).
 """
 
 from __future__ import annotations
@@ -65,7 +70,7 @@ def decision_from_record(record: Mapping[str, Any]) -> Decision | None:
     )
 
 
-def wilson_interval(successes: int, n: int, z: float = Z_95) -> tuple[float, float]:
+def wilson_interval(successes: float, n: float, z: float = Z_95) -> tuple[float, float]:
     """Return the Wilson score interval of a proportion (``(0, 1)`` when ``n`` is 0).
 
     >>> [round(v, 4) for v in wilson_interval(5, 10)]
@@ -81,7 +86,11 @@ def wilson_interval(successes: int, n: int, z: float = Z_95) -> tuple[float, flo
 
 
 def newcombe_interval(
-    treated_ordered: int, treated_n: int, control_ordered: int, control_n: int, z: float = Z_95
+    treated_ordered: float,
+    treated_n: float,
+    control_ordered: float,
+    control_n: float,
+    z: float = Z_95,
 ) -> tuple[float, float]:
     """Return the Newcombe hybrid score interval of ``p_treated - p_control``.
 
@@ -106,6 +115,8 @@ class UpliftEstimate:
     treated_ordered: int
     control_n: int
     control_ordered: int
+    treated_design_effect: float = 1.0
+    control_design_effect: float = 1.0
 
     @property
     def treated_rate(self) -> float | None:
@@ -129,9 +140,37 @@ class UpliftEstimate:
         """The 95 % Newcombe interval of the uplift, None until both arms have data."""
         if not self.treated_n or not self.control_n:
             return None
+        treated, control = self.treated_design_effect, self.control_design_effect
         return newcombe_interval(
-            self.treated_ordered, self.treated_n, self.control_ordered, self.control_n
+            self.treated_ordered / treated,
+            self.treated_n / treated,
+            self.control_ordered / control,
+            self.control_n / control,
         )
+
+
+def design_effect(tallies: Iterable[tuple[int, int]]) -> float:
+    """Return the design effect of per-customer ``(decisions, ordered)`` tallies (>= 1).
+
+    Cluster-robust (ratio-estimator) variance of the pooled rate over its binomial variance;
+    1 when customers are too few or the rate is 0 or 1 to say anything.
+
+    >>> round(design_effect([(1, 1), (1, 0)] * 50), 2)  # one decision each: about 1
+    1.01
+    >>> round(design_effect([(3, 3), (3, 0), (3, 3), (3, 0)]), 2)
+    4.0
+    """
+    pairs = list(tallies)
+    total = sum(n for n, _ in pairs)
+    ordered = sum(y for _, y in pairs)
+    customers = len(pairs)
+    if customers < 2 or total == 0 or ordered in (0, total):
+        return 1.0
+    rate = ordered / total
+    binomial = rate * (1 - rate) / total
+    spread = math.fsum((y - rate * n) ** 2 for n, y in pairs)
+    clustered = customers / (customers - 1) * spread / (total * total)
+    return max(1.0, clustered / binomial)
 
 
 @dataclass(slots=True)
@@ -145,10 +184,15 @@ class _Window:
 class UpliftTracker:
     """Open outcome windows per customer and resolved counts per segment and arm."""
 
-    def __init__(self, window_days: float = 14.0) -> None:
+    def __init__(self, window_days: float = 14.0, cluster_by_customer: bool = False) -> None:
         if not window_days > 0:
             raise ValidationError(f"uplift window must be positive days, got {window_days!r}")
         self.window_s = window_days * 86_400.0
+        # Per-customer tallies cost memory per customer ever decided: on for reports, and for
+        # live gauges only where that fits.
+        self.cluster_by_customer = cluster_by_customer
+        # segment -> (customer_id, treated) -> [decisions, ordered]
+        self.tallies: dict[str, dict[tuple[str, bool], list[int]]] = {}
         self.windows: dict[str, _Window] = {}
         # segment -> [treated_n, treated_ordered, control_n, control_ordered]
         self.counts: dict[str, list[int]] = {}
@@ -195,10 +239,12 @@ class UpliftTracker:
 
     def _resolve(self, customer_id: str, ordered: bool) -> None:
         window = self.windows.pop(customer_id)
-        counts = self.counts.setdefault(window.segment, [0, 0, 0, 0])
-        offset = 0 if window.treated else 2
-        counts[offset] += 1
-        counts[offset + 1] += int(ordered)
+        self.add_outcome(window.segment, window.treated, ordered)
+        if self.cluster_by_customer:
+            by_customer = self.tallies.setdefault(window.segment, {})
+            tally = by_customer.setdefault((customer_id, window.treated), [0, 0])
+            tally[0] += 1
+            tally[1] += int(ordered)
 
     def add_outcome(self, segment: str, treated: bool, ordered: bool) -> None:
         """Count one resolved outcome directly (for outcomes resolved elsewhere)."""
@@ -214,10 +260,26 @@ class UpliftTracker:
 
     def estimates(self) -> list[UpliftEstimate]:
         """Return one estimate per segment (sorted by name), then the pooled ``all``."""
-        out = [UpliftEstimate(segment, *counts) for segment, counts in sorted(self.counts.items())]
-        pooled = [sum(counts[i] for counts in self.counts.values()) for i in range(4)]
-        out.append(UpliftEstimate(ALL_SEGMENTS, *pooled))
+        out = [
+            _estimate(segment, counts, self._design_effects(self.tallies.get(segment, {})))
+            for segment, counts in sorted(self.counts.items())
+        ]
+        pooled_counts = [sum(counts[i] for counts in self.counts.values()) for i in range(4)]
+        pooled: dict[tuple[str, bool], list[int]] = {}
+        for by_customer in self.tallies.values():
+            for key, (decisions, ordered) in by_customer.items():
+                tally = pooled.setdefault(key, [0, 0])
+                tally[0] += decisions
+                tally[1] += ordered
+        out.append(_estimate(ALL_SEGMENTS, pooled_counts, self._design_effects(pooled)))
         return out
+
+    def _design_effects(self, tallies: Mapping[tuple[str, bool], list[int]]) -> tuple[float, float]:
+        if not self.cluster_by_customer:
+            return 1.0, 1.0
+        treated = [(n, y) for (_, arm), (n, y) in tallies.items() if arm]
+        control = [(n, y) for (_, arm), (n, y) in tallies.items() if not arm]
+        return design_effect(treated), design_effect(control)
 
     def to_dict(self) -> dict[str, Any]:
         """Return the tracker as a JSON-able dict."""
@@ -230,6 +292,12 @@ class UpliftTracker:
             },
             "counts": {segment: list(counts) for segment, counts in self.counts.items()},
             "overlapping": self.overlapping,
+            "cluster_by_customer": self.cluster_by_customer,
+            "tallies": [
+                [segment, customer_id, treated, decisions, ordered]
+                for segment, by_customer in self.tallies.items()
+                for (customer_id, treated), (decisions, ordered) in by_customer.items()
+            ],
         }
 
     @classmethod
@@ -238,7 +306,7 @@ class UpliftTracker:
         if raw.get("v") != UPLIFT_STATE_VERSION:
             raise ValidationError(f"unknown uplift state version {raw.get('v')!r}", field="v")
         try:
-            tracker = cls(float(raw["window_s"]) / 86_400.0)
+            tracker = cls(float(raw["window_s"]) / 86_400.0, bool(raw["cluster_by_customer"]))
             for customer_id, (decision_id, segment, treated, decided_s) in raw["windows"].items():
                 tracker.record_decision(
                     Decision(str(decision_id), customer_id, segment, bool(treated), decided_s)
@@ -247,9 +315,17 @@ class UpliftTracker:
                 str(k): [int(v) for v in counts] for k, counts in raw["counts"].items()
             }
             tracker.overlapping = int(raw["overlapping"])
+            for segment, customer_id, treated, decisions, ordered in raw["tallies"]:
+                key = (str(customer_id), bool(treated))
+                tracker.tallies.setdefault(str(segment), {})[key] = [int(decisions), int(ordered)]
         except (KeyError, TypeError, ValueError) as exc:
             raise ValidationError(f"uplift state is malformed: {exc!r}") from exc
         return tracker
+
+
+def _estimate(segment: str, counts: list[int], effects: tuple[float, float]) -> UpliftEstimate:
+    treated_n, treated_ordered, control_n, control_ordered = counts
+    return UpliftEstimate(segment, treated_n, treated_ordered, control_n, control_ordered, *effects)
 
 
 def replay_outcomes(
@@ -257,6 +333,7 @@ def replay_outcomes(
     orders: Iterable[tuple[str, float, str]],
     window_days: float,
     as_of_s: float | None = None,
+    cluster_by_customer: bool = True,
 ) -> UpliftTracker:
     """Return a tracker fed ``decisions`` and ``(customer_id, order_s, status)`` in time order.
 
@@ -273,7 +350,7 @@ def replay_outcomes(
         (order_s, 1, (customer_id, order_s, status)) for customer_id, order_s, status in orders
     )
     timeline.sort(key=lambda item: (item[0], item[1]))
-    tracker = UpliftTracker(window_days)
+    tracker = UpliftTracker(window_days, cluster_by_customer)
     for when_s, kind, item in timeline:
         tracker.advance(when_s)
         if kind == 0:

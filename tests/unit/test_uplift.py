@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import doctest
 import json
 import math
@@ -75,7 +76,7 @@ def test_estimates_per_segment_and_pooled() -> None:
 
 
 def test_tracker_state_round_trips_through_json() -> None:
-    tracker = UpliftTracker(window_days=7)
+    tracker = UpliftTracker(window_days=7, cluster_by_customer=True)
     tracker.record_decision(_decision("a", 0))
     tracker.record_decision(_decision("b", 0, treated=False))
     tracker.record_order("a", T0_S + DAY_S)
@@ -152,6 +153,36 @@ def test_interval_coverage_over_many_trials_is_near_95_percent() -> None:
     assert 0.91 <= covered / trials <= 0.99
 
 
+def _clustered_trial(rng: random.Random, customers: int, effect: float) -> UpliftTracker:
+    """Return a tracker of customers with 4 decisions each and a strong customer-level
+    propensity to order (so repeat outcomes of one customer are correlated)."""
+    decisions, orders = [], []
+    for index in range(customers):
+        customer, treated = f"c{index}", rng.random() >= 0.2
+        propensity = rng.choice((0.05, 0.6)) + (effect if treated else 0.0)
+        for visit in range(4):
+            decided_s = T0_S + visit * 20 * DAY_S
+            decisions.append(Decision(f"d{index}-{visit}", customer, "loyal", treated, decided_s))
+            if rng.random() < propensity:
+                orders.append((customer, decided_s + DAY_S, "placed"))
+    return replay_outcomes(decisions, orders, window_days=14, as_of_s=T0_S + 100 * DAY_S)
+
+
+def test_repeat_decisions_of_a_customer_widen_the_interval_to_keep_coverage() -> None:
+    rng = random.Random(11)
+    trials, covered, covered_naive = 150, 0, 0
+    for _ in range(trials):
+        estimate = _clustered_trial(rng, 150, effect=0.1).estimates()[-1]
+        assert estimate.ci is not None
+        assert estimate.treated_design_effect > 1.5
+        covered += estimate.ci[0] <= 0.1 <= estimate.ci[1]
+        naive = dataclasses.replace(estimate, treated_design_effect=1.0, control_design_effect=1.0)
+        assert naive.ci is not None
+        covered_naive += naive.ci[0] <= 0.1 <= naive.ci[1]
+    assert covered / trials >= 0.9
+    assert covered_naive < covered  # ignoring the clustering would claim too much
+
+
 def test_newcombe_interval_of_a_null_effect_straddles_zero() -> None:
     low, high = newcombe_interval(30, 100, 30, 100)
     assert low < 0.0 < high
@@ -201,7 +232,7 @@ def test_report_from_files_prints_each_segment_with_an_interval(tmp_path: Path) 
     text = report_uplift(interventions_file=interventions, events_file=events, window_days=14)
     lines = text.splitlines()
     assert "Newcombe" in lines[0]
-    rows = {line.split()[0]: line for line in lines[2:-1]}
+    rows = {line.split()[0]: line for line in lines[3:-1]}
     assert set(rows) == {"early", "loyal", "all"}
     assert "pp" in rows["all"]
     assert "[" in rows["all"]
