@@ -1,0 +1,408 @@
+"""Every Prometheus metric of a churnstream worker, built as one object against a registry.
+
+:meth:`Metrics.create` registers each metric on the ``CollectorRegistry`` it is given (tests
+pass a fresh one, the worker one of its own), so two workers in one process never collide on
+the global default registry. The agents call the small methods below; nothing here knows about
+Faust, Kafka or the scoring core, so the base layer stays importable from everywhere.
+
+Conventions (see docs/metrics.md): ``churnstream_`` prefix, base units (seconds), counters end
+in ``_total``, and no label ever carries a customer id.
+
+:class:`ModelHealth` keeps the prequential (test-then-train) quality of the model: a rolling
+ROC AUC and log-loss over the last N (prediction, label) pairs, and a river ADWIN change
+detector on the per-example log-loss stream that raises a drift alarm when the error shifts.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+
+# Explicit buckets per histogram: each covers the range its latency really lives in.
+EVENT_TO_SCORE_BUCKETS_S: Final[tuple[float, ...]] = (
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0,
+)  # fmt: skip
+ARRIVAL_TO_RISK_CHANGE_BUCKETS_S: Final[tuple[float, ...]] = (
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+    0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+)  # fmt: skip
+API_REQUEST_BUCKETS_S: Final[tuple[float, ...]] = (
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+)  # fmt: skip
+RECOVERY_BUCKETS_S: Final[tuple[float, ...]] = (
+    0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0,
+)  # fmt: skip
+
+# Log-loss of a certain but wrong prediction is infinite; clipping keeps the stream finite
+# (max ~16.1) so the rolling mean and ADWIN's variance bound stay meaningful.
+_EPSILON: Final[float] = 1e-7
+NO_BAND: Final[str] = "NONE"
+
+
+class ModelHealth:
+    """Rolling prequential AUC and log-loss of the last ``window`` pairs, with ADWIN on the loss.
+
+    Pure and in-process: :meth:`observe` is O(1) amortised (plus ADWIN's O(log n));
+    :meth:`auc` sorts the window only when it is read and the window changed since.
+
+    >>> health = ModelHealth(window=4)
+    >>> for prediction, label in [(0.9, 1), (0.2, 0), (0.7, 1), (0.4, 0)]:
+    ...     _ = health.observe(prediction, label)
+    >>> health.auc(), round(health.log_loss(), 3)
+    (1.0, 0.299)
+    """
+
+    def __init__(self, window: int = 1000, drift_delta: float = 0.002) -> None:
+        if window < 2:
+            msg = f"window must hold at least 2 pairs, got {window!r}"
+            raise ValueError(msg)
+        from river import drift  # lazy: river takes ~1 s to import, the CLI should not wait
+
+        self.window = window
+        self._pairs: deque[tuple[float, int]] = deque(maxlen=window)
+        self._losses: deque[float] = deque(maxlen=window)
+        self._detector: Any = drift.ADWIN(delta=drift_delta)  # type: ignore[no-untyped-call]  # river's constructors are unannotated
+        self._version = 0
+        self._auc_cache: tuple[int, float] = (-1, math.nan)
+        self.alarms = 0
+
+    @property
+    def pairs(self) -> int:
+        """Return how many (prediction, label) pairs the window holds now."""
+        return len(self._pairs)
+
+    def observe(self, prediction: float, label: int) -> str | None:
+        """Add one prequential pair; return ``"worse"``/``"better"`` when ADWIN sees drift.
+
+        The direction compares ADWIN's mean log-loss before and after it dropped the old
+        part of its window: only ``"worse"`` should page anyone.
+        """
+        if label not in (0, 1):
+            msg = f"label must be 0 or 1, got {label!r}"
+            raise ValueError(msg)
+        if not 0.0 <= prediction <= 1.0 or math.isnan(prediction):
+            msg = f"prediction must be a probability in [0, 1], got {prediction!r}"
+            raise ValueError(msg)
+        loss = log_loss_of(prediction, label)
+        self._pairs.append((prediction, label))
+        self._losses.append(loss)
+        self._version += 1
+        mean_before = float(self._detector.estimation)
+        self._detector.update(loss)
+        if not self._detector.drift_detected:
+            return None
+        self.alarms += 1
+        return "worse" if float(self._detector.estimation) > mean_before else "better"
+
+    def auc(self) -> float:
+        """Return the ROC AUC over the window (NaN until both labels are present)."""
+        version, cached = self._auc_cache
+        if version != self._version:
+            cached = roc_auc(self._pairs)
+            self._auc_cache = (self._version, cached)
+        return cached
+
+    def log_loss(self) -> float:
+        """Return the mean log-loss over the window (NaN while it is empty)."""
+        if not self._losses:
+            return math.nan
+        return math.fsum(self._losses) / len(self._losses)
+
+
+def log_loss_of(prediction: float, label: int) -> float:
+    """Return the log-loss of one probability ``prediction`` of label 1, clipped to stay finite.
+
+    >>> round(log_loss_of(0.9, 1), 4), round(log_loss_of(0.9, 0), 4)
+    (0.1054, 2.3026)
+    """
+    p = min(max(prediction, _EPSILON), 1.0 - _EPSILON)
+    return -math.log(p) if label == 1 else -math.log(1.0 - p)
+
+
+def roc_auc(pairs: Iterable[tuple[float, int]]) -> float:
+    """Return the exact ROC AUC of (prediction, label) pairs; ties count half; NaN if one class.
+
+    Mann-Whitney rank sum with average ranks for ties: O(n log n).
+
+    >>> roc_auc([(0.1, 0), (0.4, 1), (0.35, 0), (0.8, 1)])
+    1.0
+    >>> roc_auc([(0.5, 0), (0.5, 1)])
+    0.5
+    """
+    ordered = sorted(pairs, key=lambda pair: pair[0])
+    positives = sum(label for _, label in ordered)
+    negatives = len(ordered) - positives
+    if positives == 0 or negatives == 0:
+        return math.nan
+    rank_sum = 0.0
+    start = 0
+    while start < len(ordered):
+        end = start
+        while end + 1 < len(ordered) and ordered[end + 1][0] == ordered[start][0]:
+            end += 1
+        average_rank = (start + end) / 2.0 + 1.0
+        rank_sum += average_rank * sum(label for _, label in ordered[start : end + 1])
+        start = end + 1
+    return (rank_sum - positives * (positives + 1) / 2.0) / (positives * negatives)
+
+
+@dataclass(slots=True)
+class Metrics:
+    """Every metric of one worker; the agents call the methods, never the raw metrics."""
+
+    registry: CollectorRegistry
+    events_consumed: Counter
+    scores: Counter
+    event_to_score_seconds: Histogram
+    arrival_to_risk_change_seconds: Histogram
+    consumer_lag: Gauge
+    dead_letters: Counter
+    repartitioned: Counter
+    risk_changes: Counter
+    interventions: Counter
+    webhook_deliveries: Counter
+    api_requests: Counter
+    api_request_seconds: Histogram
+    model_info: Info
+    model_examples_learned: Gauge
+    model_snapshots: Counter
+    labels_learned: Counter
+    model_auc: Gauge
+    model_log_loss: Gauge
+    model_health_pairs: Gauge
+    drift_alarms: Counter
+    table_entries: Gauge
+    rebalances: Counter
+    recovery_seconds: Histogram
+    worker_ready: Gauge
+    model_health: ModelHealth
+    _consumed_by_topic: dict[str, Any] = field(default_factory=dict)
+    _lag_keys: set[tuple[str, str]] = field(default_factory=set)
+
+    @classmethod
+    def create(cls, registry: CollectorRegistry, health_window: int = 1000) -> Metrics:
+        """Return every metric registered on ``registry`` (a fresh one per worker or test)."""
+
+        def counter(name: str, doc: str, labels: tuple[str, ...] = ()) -> Counter:
+            return Counter(name, doc, labels, registry=registry)
+
+        def gauge(name: str, doc: str, labels: tuple[str, ...] = ()) -> Gauge:
+            return Gauge(name, doc, labels, registry=registry)
+
+        def histogram(name: str, doc: str, buckets: tuple[float, ...]) -> Histogram:
+            return Histogram(name, doc, registry=registry, buckets=buckets)
+
+        # prometheus_client appends "_total" to counters and "_info" to infos itself.
+        health = ModelHealth(window=health_window)
+        metrics = cls(
+            registry=registry,
+            events_consumed=counter(
+                "churnstream_events_consumed", "Records consumed, by Kafka topic.", ("topic",)
+            ),
+            scores=counter("churnstream_scores", "Scores emitted, by risk band.", ("band",)),
+            event_to_score_seconds=histogram(
+                "churnstream_event_to_score_seconds",
+                "Wall-clock time from an event's event time to its score being sent.",
+                EVENT_TO_SCORE_BUCKETS_S,
+            ),
+            arrival_to_risk_change_seconds=histogram(
+                "churnstream_arrival_to_risk_change_seconds",
+                "Time from a record reaching the worker to the risk change it caused being sent.",
+                ARRIVAL_TO_RISK_CHANGE_BUCKETS_S,
+            ),
+            consumer_lag=gauge(
+                "churnstream_consumer_lag_messages",
+                "Records not yet consumed (high watermark minus next offset to read).",
+                ("topic", "partition"),
+            ),
+            dead_letters=counter(
+                "churnstream_dead_letters", "Records sent to dead-letters, by reason.", ("reason",)
+            ),
+            repartitioned=counter(
+                "churnstream_repartitioned",
+                "Input records re-keyed by customer id and re-sent to their own partition.",
+            ),
+            risk_changes=counter(
+                "churnstream_risk_changes",
+                "Risk band changes, by previous band (NONE for a first band) and new band.",
+                ("from_band", "to_band"),
+            ),
+            interventions=counter(
+                "churnstream_interventions",
+                "Interventions decided, by kind, channel and holdout (held-out: not sent).",
+                ("kind", "channel", "holdout"),
+            ),
+            webhook_deliveries=counter(
+                "churnstream_webhook_deliveries",
+                "Webhook delivery attempts, by outcome (delivered, retry, failed).",
+                ("outcome",),
+            ),
+            api_requests=counter(
+                "churnstream_api_requests", "Score API requests, by HTTP status code.", ("code",)
+            ),
+            api_request_seconds=histogram(
+                "churnstream_api_request_seconds",
+                "Time to answer a score API request on the worker that answered it.",
+                API_REQUEST_BUCKETS_S,
+            ),
+            model_info=Info(
+                "churnstream_model", "The model version scores use now.", [], registry=registry
+            ),
+            model_examples_learned=gauge(
+                "churnstream_model_examples_learned",
+                "Training examples the model in use had learned when it was published.",
+            ),
+            model_snapshots=counter(
+                "churnstream_model_snapshots",
+                "Model snapshots read, by outcome (swapped, stale, refused, undecodable).",
+                ("outcome",),
+            ),
+            labels_learned=counter(
+                "churnstream_labels_learned",
+                "Delayed labels the trainer learned, by label (1 = churned).",
+                ("label",),
+            ),
+            model_auc=gauge(
+                "churnstream_model_auc",
+                "Prequential ROC AUC over the last N labelled predictions (NaN until both labels).",
+            ),
+            model_log_loss=gauge(
+                "churnstream_model_log_loss",
+                "Prequential mean log-loss over the last N labelled predictions.",
+            ),
+            model_health_pairs=gauge(
+                "churnstream_model_health_pairs",
+                "Labelled predictions in the model-health window.",
+            ),
+            drift_alarms=counter(
+                "churnstream_model_drift_alarms",
+                "ADWIN changes in the prequential log-loss, by direction (worse, better).",
+                ("direction",),
+            ),
+            table_entries=gauge(
+                "churnstream_table_entries",
+                "Keys in a table's active partitions on this worker (counted at most once a minute).",
+                ("table",),
+            ),
+            rebalances=counter("churnstream_rebalances", "Consumer group rebalances started."),
+            recovery_seconds=histogram(
+                "churnstream_recovery_seconds",
+                "Time from a rebalance starting to tables recovered and streams resumed.",
+                RECOVERY_BUCKETS_S,
+            ),
+            worker_ready=gauge("churnstream_worker_ready", "1 when /readyz answers ready, else 0."),
+            model_health=health,
+        )
+        # Computed at scrape time, so a burst of labels never pays for sorting the window.
+        metrics.model_auc.set_function(health.auc)
+        metrics.model_log_loss.set_function(health.log_loss)
+        metrics.model_health_pairs.set_function(lambda: float(health.pairs))
+        for direction in ("worse", "better"):
+            metrics.drift_alarms.labels(direction=direction)
+        return metrics
+
+    def declare_topics(self, topics: Iterable[str]) -> None:
+        """Create the per-topic series at 0 so "no events" alerts see a flat line, not nothing."""
+        for topic in topics:
+            self._consumed_child(topic)
+
+    def _consumed_child(self, topic: str) -> Any:
+        # Cached child: this runs once per consumed record, and .labels() takes a lock.
+        child = self._consumed_by_topic.get(topic)
+        if child is None:
+            child = self.events_consumed.labels(topic=topic)
+            self._consumed_by_topic[topic] = child
+        return child
+
+    def event_consumed(self, topic: str) -> None:
+        """Count one record consumed from Kafka ``topic``."""
+        self._consumed_child(topic).inc()
+
+    def observe_score(self, band: str, event_to_score_s: float | None = None) -> None:
+        """Count a score in ``band``; observe its event-time latency when an event caused it."""
+        self.scores.labels(band=band).inc()
+        if event_to_score_s is not None:
+            # Producers' clocks may run ahead of ours: a negative latency is a zero one.
+            self.event_to_score_seconds.observe(max(0.0, event_to_score_s))
+
+    def observe_risk_change(
+        self, from_band: str | None, to_band: str, arrival_to_change_s: float
+    ) -> None:
+        """Count a band change and how long after its record's arrival it was sent."""
+        self.risk_changes.labels(from_band=from_band or NO_BAND, to_band=to_band).inc()
+        self.arrival_to_risk_change_seconds.observe(max(0.0, arrival_to_change_s))
+
+    def dead_letter(self, reason: str) -> None:
+        """Count one record sent to dead-letters for ``reason`` (a DecodeError tag)."""
+        self.dead_letters.labels(reason=reason).inc()
+
+    def record_repartitioned(self) -> None:
+        """Count one input record re-keyed to its customer's partition."""
+        self.repartitioned.inc()
+
+    def intervention(self, kind: str, channel: str | None, holdout: bool) -> None:
+        """Count one intervention decision (``channel`` None: no channel allowed, ``holdout``:
+        the customer is in the control group and gets nothing)."""
+        self.interventions.labels(
+            kind=kind, channel=channel or "none", holdout="true" if holdout else "false"
+        ).inc()
+
+    def webhook_delivery(self, outcome: str) -> None:
+        """Count one webhook delivery attempt: ``delivered``, ``retry`` or ``failed``."""
+        self.webhook_deliveries.labels(outcome=outcome).inc()
+
+    def api_request(self, code: int, seconds: float) -> None:
+        """Count one score API answer with HTTP status ``code`` and its duration."""
+        self.api_requests.labels(code=str(code)).inc()
+        self.api_request_seconds.observe(max(0.0, seconds))
+
+    def model_in_use(self, version: str, examples_learned: int) -> None:
+        """Report the model scores use now (at start and after every swap)."""
+        self.model_info.info({"version": version})
+        self.model_examples_learned.set(examples_learned)
+
+    def model_snapshot(self, outcome: str) -> None:
+        """Count a snapshot read from the model feed: swapped, stale, refused or undecodable."""
+        self.model_snapshots.labels(outcome=outcome).inc()
+
+    def label_learned(self, label: int, prediction: float | None = None) -> str | None:
+        """Count a learned label; with the model's prediction made *before* learning it, feed
+        the prequential health window. Return the drift direction when ADWIN fired."""
+        self.labels_learned.labels(label=str(label)).inc()
+        if prediction is None:
+            return None
+        direction = self.model_health.observe(prediction, label)
+        if direction is not None:
+            self.drift_alarms.labels(direction=direction).inc()
+        return direction
+
+    def set_consumer_lag(self, lags: Mapping[tuple[str, int], int]) -> None:
+        """Replace the lag series by ``{(topic, partition): lag}``; revoked partitions vanish."""
+        keys = {(topic, str(partition)) for topic, partition in lags}
+        for stale_topic, stale_partition in self._lag_keys - keys:
+            self.consumer_lag.remove(stale_topic, stale_partition)
+        for (topic, partition), lag in lags.items():
+            self.consumer_lag.labels(topic=topic, partition=str(partition)).set(max(0, lag))
+        self._lag_keys = keys
+
+    def set_table_entries(self, table: str, entries: int) -> None:
+        """Report how many keys ``table`` holds in this worker's active partitions."""
+        self.table_entries.labels(table=table).set(entries)
+
+    def rebalance_started(self) -> None:
+        """Count a consumer group rebalance."""
+        self.rebalances.inc()
+
+    def recovery_finished(self, seconds: float) -> None:
+        """Observe the time from a rebalance's start to tables recovered and streams resumed."""
+        self.recovery_seconds.observe(max(0.0, seconds))
+
+    def readiness(self, probe: Callable[[], bool]) -> None:
+        """Make ``churnstream_worker_ready`` follow ``probe`` (called at every scrape)."""
+        self.worker_ready.set_function(lambda: 1.0 if probe() else 0.0)
