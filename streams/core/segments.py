@@ -119,6 +119,12 @@ def plans_for_risk_change(
     """Return the candidate plans for a risk change, best first (empty: nothing to do)."""
     if not is_rising_into(change, config.act_from_band, config.act_on_first_band):
         return []
+    # Timers caught up by an event fire first, so a risk change can be stale by the time it is
+    # routed: the customer has since come down a band or ordered. No "we miss you" then.
+    if customer.band is not None and BANDS.index(customer.band) < BANDS.index(change.to_band):
+        return []
+    if customer.last_order_s is not None and customer.last_order_s > change.as_of.timestamp():
+        return []
     why = f"risk {change.from_band or 'new'} -> {change.to_band}"
     if change.reasons:
         why += f" ({change.reasons[0].text})"

@@ -203,6 +203,18 @@ def test_a_first_band_is_no_signal_unless_configured() -> None:
     assert _route_one(_customer(), first, eager)[1].segment == "never_ordered"
 
 
+def test_a_risk_change_made_stale_by_what_followed_calls_for_nothing() -> None:
+    calmer = _customer(orders=2, spend=160.0)
+    calmer.band = "MEDIUM"  # the same step brought the customer down again
+    assert route(calmer, None, _change(), to_s(T0), NO_HOLDOUT)[1] == []
+    ordered = _customer(orders=3, spend=160.0)
+    ordered.last_order_s = to_s(T0) + 60.0  # ordered right after the silence timer fired
+    assert route(ordered, None, _change(), to_s(T0) + 60.0, NO_HOLDOUT)[1] == []
+    ordered.band = "HIGH"
+    ordered.last_order_s = to_s(T0) - 60.0
+    assert _route_one(ordered, _change())[1].suppressed_reason is None
+
+
 # --- immediate triggers ----------------------------------------------------------------------
 
 
