@@ -6,10 +6,10 @@ STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup kafka-fetch lint format test test-unit demo bench clean
+.PHONY: help setup prometheus-tools kafka-fetch lint format test test-unit demo bench clean
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "churnstream needs Python 3.11+ (found %s): install it or run make PYTHON=python3.11" % sys.version.split()[0])'
@@ -18,7 +18,13 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
 
-setup: $(STAMP) ## create .venv and install the project (idempotent)
+setup: $(STAMP) prometheus-tools ## create .venv, install the project and promtool (idempotent)
+
+prometheus-tools: ## install promtool + prometheus (Debian package) if missing
+	@command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends prometheus; }
 
 kafka-fetch: setup ## fetch the locked Apache Kafka jars into the user cache (once)
 	$(BIN)/python -c 'from streams.io.kafka_local import fetch_jars, java_major_version; java_major_version(); print("kafka jars in", fetch_jars())'

@@ -242,6 +242,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         settings = _settings(args)
+        if args.command != "worker":  # the worker hands its own set-up to Faust
+            from streams.logging_setup import configure_logging
+
+            configure_logging(settings, level="WARNING")
         return HANDLERS[args.command](args, settings)
     except argparse.ArgumentTypeError as exc:
         print(f"churnstream: error: {exc}", file=sys.stderr)

@@ -287,7 +287,8 @@ class Metrics:
             ),
             table_entries=gauge(
                 "churnstream_table_entries",
-                "Keys in a table's active partitions on this worker (counted at most once a minute).",
+                "Keys in a table's active partitions on this worker (counted at most once a "
+                "minute).",
                 ("table",),
             ),
             rebalances=counter("churnstream_rebalances", "Consumer group rebalances started."),

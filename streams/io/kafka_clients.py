@@ -34,6 +34,8 @@ ALL_TOPICS: Final[tuple[str, ...]] = INPUT_TOPICS + OUTPUT_TOPICS
 # Topics that carry one record per key of unbounded history are compacted; the others keep
 # a week, which is longer than any consumer is expected to lag.
 RETENTION_MS: Final[str] = str(7 * 24 * 3600 * 1000)
+# One model key; one trainer: a single partition makes exactly one worker learn every example.
+SINGLE_PARTITION_TOPICS: Final[frozenset[str]] = frozenset({"churn-models", "training-examples"})
 
 
 class KafkaUnavailableError(ChurnstreamError):
@@ -82,8 +84,7 @@ def create_topics(settings: Settings, partitions: int | None = None) -> list[str
         wanted = [
             NewTopic(
                 name=settings.topic(name),
-                # the model topic holds one key; more partitions would only scatter it
-                num_partitions=1 if name == "churn-models" else count,
+                num_partitions=1 if name in SINGLE_PARTITION_TOPICS else count,
                 replication_factor=1,
                 topic_configs=topic_configs(name),
             )

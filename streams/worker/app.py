@@ -12,16 +12,19 @@ from typing import Any
 
 import faust
 from kafka.partitioner.default import murmur2
+from prometheus_client import CollectorRegistry
 
 from streams.core.config import ScoringConfig
 from streams.core.scoring import StepOutput
 from streams.errors import ChurnstreamError, DecodeError
 from streams.io.avro import AvroCodec, default_codec
+from streams.metrics import Metrics
 from streams.settings import INPUT_TOPICS, Settings
 from streams.worker.deadletters import dead_letter_headers
 from streams.worker.model_feed import follow_models
 from streams.worker.models import ModelHolder, TrainerShell
 from streams.worker.shell import ScoringShell
+from streams.worker.web import register_views
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +39,7 @@ class Worker:
     shell: ScoringShell
     models: ModelHolder
     trainer: TrainerShell
+    metrics: Metrics
     dead_letters: int = 0
     repartitioned: int = 0
     models_ready: asyncio.Event = field(default_factory=asyncio.Event)
@@ -102,6 +106,8 @@ def create_worker(settings: Settings, partitions: int) -> Worker:
         producer_acks=-1,
         broker_commit_every=1000,
         broker_commit_interval=1.0,
+        # Faust's own table views would serve any customer's state without a token.
+        web_tables_enabled=False,
     )
     codec = default_codec()
     customers = app.Table(
@@ -120,8 +126,11 @@ def create_worker(settings: Settings, partitions: int) -> Worker:
         wall_grace_s=settings.wall_grace_s,
     )
     trainer = TrainerShell(settings.model_secret, codec, settings.snapshot_every)
-    worker = Worker(app, settings, codec, shell, models, trainer)
+    metrics = Metrics.create(CollectorRegistry())
+    worker = Worker(app, settings, codec, shell, models, trainer, metrics)
     _wire(worker, partitions)
+    metrics.declare_topics(settings.topic(name) for name in INPUT_TOPICS)
+    register_views(worker)
     return worker
 
 
@@ -165,6 +174,7 @@ def _wire(worker: Worker, partitions: int) -> None:
     @app.agent(inputs, name="score")
     async def score(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
         async for event in stream.events():
+            arrival_s = time.monotonic()
             message = event.message
             topic = input_names.get(message.topic, message.topic)
             try:
@@ -173,6 +183,7 @@ def _wire(worker: Worker, partitions: int) -> None:
                 )
             except DecodeError as exc:
                 worker.dead_letters += 1
+                worker.metrics.dead_letter(exc.reason)
                 await dead_letters.send(
                     key=message.key,
                     value=message.value,
@@ -183,6 +194,7 @@ def _wire(worker: Worker, partitions: int) -> None:
             if key != decoded.customer_id:
                 # Keyed otherwise: re-key by customer so the customer's partition owns it.
                 worker.repartitioned += 1
+                worker.metrics.record_repartitioned()
                 await resend[message.topic].send(
                     key=decoded.customer_id.encode(), value=message.value
                 )
@@ -191,6 +203,7 @@ def _wire(worker: Worker, partitions: int) -> None:
             if settings.wall_grace_s is not None:
                 out.extend(shell.on_wall_tick(message.partition, time.time()))
             await send_outputs(out)
+            _observe(worker, out, decoded.event_time.timestamp(), arrival_s)
             yield None
 
     @app.on_partitions_assigned.connect
@@ -212,23 +225,26 @@ def _wire(worker: Worker, partitions: int) -> None:
                 except DecodeError as exc:
                     log.warning("trainer skipped an undecodable example: %s", exc)
                     continue
+                if worker.trainer.last is not None:
+                    worker.metrics.label_learned(*worker.trainer.last)
                 if snapshot is not None:
                     await models_topic.send(key=b"model", value=snapshot)
                 yield None
-
-    @app.page("/healthz")
-    async def healthz(web: Any, request: Any) -> Any:
-        return web.json({"status": "ok"})
-
-    @app.page("/readyz")
-    async def readyz(web: Any, request: Any) -> Any:
-        recovery: Any = getattr(app.tables, "recovery", None)
-        recovered = recovery is not None and recovery.completed.is_set()
-        ready = recovered and worker.models_caught_up
-        return web.json({"ready": ready}, status=200 if ready else 503)
 
 
 async def worker_models_ready(worker: Worker) -> None:
     """Wait until the model feed has read every published snapshot, then seed the trainer."""
     await worker.models_ready.wait()
     worker.trainer.start_from(worker.models.latest_learnable)
+
+
+def _observe(worker: Worker, out: StepOutput, event_s: float, arrival_s: float) -> None:
+    """Record the latency and band metrics of one step's outputs."""
+    now_s = time.time()
+    for score in out.scores:
+        latency_s = None if score.trigger == "timer" else now_s - event_s
+        worker.metrics.observe_score(score.band, latency_s)
+    for change in out.risk_changes:
+        worker.metrics.observe_risk_change(
+            change.from_band, change.to_band, time.monotonic() - arrival_s
+        )

@@ -39,10 +39,14 @@ def run_worker(settings: Settings, loglevel: str = "info") -> int:
     """Run the worker until it is stopped (SIGTERM/SIGINT); return its exit code."""
     import faust
 
+    from streams.logging_setup import logging_dict_config
     from streams.worker.app import create_worker
 
     partitions = input_partitions(settings)
     worker = create_worker(settings, partitions)
     logging.getLogger("streams").setLevel(loglevel.upper())
-    faust.Worker(worker.app, loglevel=loglevel).execute_from_commandline()
+    # Faust replaces the root logger's handlers: hand it the JSON/redaction set-up instead.
+    faust.Worker(
+        worker.app, loglevel=loglevel, logging_config=logging_dict_config(settings, loglevel)
+    ).execute_from_commandline()
     return 0

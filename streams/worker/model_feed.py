@@ -53,7 +53,12 @@ async def follow_models(worker: Worker, models_topic_name: str) -> None:
             batch = await consumer.getmany(partition, timeout_ms=1000)
             for record in batch.get(partition, []):
                 if record.value is not None:
-                    worker.models.offer(record.value)
+                    outcome = worker.models.offer(record.value)
+                    worker.metrics.model_snapshot(outcome)
+                    if outcome == "swapped":
+                        worker.metrics.model_in_use(
+                            worker.models.version, worker.models.get().examples_learned
+                        )
                 if record.offset + 1 >= end:
                     worker.models_ready.set()
     finally:

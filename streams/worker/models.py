@@ -47,31 +47,35 @@ class ModelHolder:
         """Return the model scores use now."""
         return self.current
 
-    def offer(self, value: bytes) -> bool:
-        """Verify the encoded snapshot ``value`` and swap it in; return whether it was taken."""
+    def offer(self, value: bytes) -> str:
+        """Verify the encoded snapshot ``value`` and swap it in; return what happened.
+
+        One of ``swapped``, ``stale`` (older than the model in use), ``refused`` (bad
+        signature) or ``undecodable``.
+        """
         try:
             _, record = self._codec.decode(value, expected="model_snapshot")
             snapshot = SnapshotRecord.from_record(record)
         except (DecodeError, KeyError, TypeError, ValueError) as exc:
             self.counters.undecodable += 1
             log.warning("ignoring an undecodable model snapshot: %s", exc)
-            return False
+            return "undecodable"
         try:
             model = load_snapshot(snapshot, self._secret)
         except ModelSignatureError as exc:
             self.counters.refused += 1
             log.error("%s", exc)
-            return False
+            return "refused"
         if (
             self.latest_learnable is not None
             and model.examples_learned < self.latest_learnable.examples_learned
         ):
-            return False  # an older snapshot replayed from the compacted topic
+            return "stale"  # an older snapshot replayed from the compacted topic
         self.latest_learnable = model
         self.current = model.freeze()  # one reference assignment: the swap is atomic
         self.counters.swaps += 1
         log.info("model %s in use (%d examples learned)", model.version, model.examples_learned)
-        return True
+        return "swapped"
 
 
 class TrainerShell:
@@ -82,6 +86,8 @@ class TrainerShell:
         self._codec = codec
         self._snapshot_every = snapshot_every
         self.trainer: Trainer | None = None
+        # (label, prediction before learning it): the prequential pair for model health
+        self.last: tuple[int, float] | None = None
 
     def start_from(self, model: OnlineChurnModel | None) -> None:
         """Continue training from ``model`` (the latest published snapshot) or from scratch."""
@@ -95,7 +101,9 @@ class TrainerShell:
             self.start_from(None)
         assert self.trainer is not None
         _, record = self._codec.decode(value, expected="training_example")
-        if not self.trainer.learn(TrainingExample.from_record(record)):
+        example = TrainingExample.from_record(record)
+        self.last = (example.label, self.trainer.model.predict_proba(example.features))
+        if not self.trainer.learn(example):
             return None
         snapshot = sign_snapshot(self.trainer.model, self._secret, now)
         self.trainer.mark_snapshot()

@@ -37,6 +37,13 @@ def wait_for(condition: Callable[[], Any], timeout_s: float, what: str, poll_s: 
         time.sleep(poll_s)
 
 
+def _body(raw: bytes) -> Any:
+    try:
+        return json.loads(raw or b"null")
+    except ValueError:
+        return raw.decode("utf-8", "replace")
+
+
 class WorkerProcess:
     """One `churnstream worker` subprocess with its own data dir, web port and log file."""
 
@@ -85,17 +92,13 @@ class WorkerProcess:
             return "(no log)"
 
     def get(self, path: str, headers: dict[str, str] | None = None) -> tuple[int, Any]:
-        """Return (status, parsed JSON body) of GET ``path`` on the worker."""
+        """Return (status, body) of GET ``path``: parsed JSON, or text if it is not JSON."""
         request = urllib.request.Request(self.url + path, headers=headers or {})
         try:
             with urllib.request.urlopen(request, timeout=5) as response:
-                return response.status, json.loads(response.read() or b"null")
+                return response.status, _body(response.read())
         except urllib.error.HTTPError as exc:
-            body = exc.read()
-            try:
-                return exc.code, json.loads(body or b"null")
-            except ValueError:
-                return exc.code, body.decode("utf-8", "replace")
+            return exc.code, _body(exc.read())
 
     def _ready(self) -> bool:
         assert self.process is not None

@@ -34,18 +34,18 @@ def test_holder_swaps_in_a_verified_snapshot_and_refuses_a_tampered_one() -> Non
     assert holder.version == "prior-0"
 
     forged = _encoded(_trained(10), secret="someone-elses-secret-000")
-    assert holder.offer(forged) is False
+    assert holder.offer(forged) == "refused"
     assert holder.counters.refused == 1
     assert holder.version == "prior-0"
 
-    assert holder.offer(b"\x00\x00\x00\x00\x07garbage") is False
+    assert holder.offer(b"\x00\x00\x00\x00\x07garbage") == "undecodable"
     assert holder.counters.undecodable == 1
 
-    assert holder.offer(_encoded(_trained(20))) is True
+    assert holder.offer(_encoded(_trained(20))) == "swapped"
     assert holder.version == "m-20"
     assert holder.counters.swaps == 1
     # an older snapshot (e.g. re-read from the compacted topic) never replaces a newer one
-    assert holder.offer(_encoded(_trained(10))) is False
+    assert holder.offer(_encoded(_trained(10))) == "stale"
     assert holder.version == "m-20"
 
 
@@ -68,7 +68,7 @@ def test_trainer_publishes_a_signed_snapshot_every_n_examples() -> None:
     holder = ModelHolder(SECRET, codec)
     last = published[-1]
     assert last is not None
-    assert holder.offer(last)
+    assert holder.offer(last) == "swapped"
     assert holder.version == "m-6"
 
 
