@@ -8,20 +8,17 @@ Two sources, same method (streams.core.uplift):
   ``churnstream tail --topic interventions`` prints (``{"key", "value"}``) or bare records;
   ``events_file`` is an events file (only its orders are used). Both may be ``.gz``.
 
-:class:`UpliftGauges` exposes the same estimates to Prometheus from a live tracker.
+:class:`streams.worker.uplift_gauges.UpliftGauges` exposes the same estimates to Prometheus
+from a live tracker.
 """
 
 from __future__ import annotations
 
 import json
-import math
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
-
-from prometheus_client import CollectorRegistry, Gauge
 
 from streams.core.events import OrderEvent
 from streams.core.uplift import (
@@ -143,73 +140,3 @@ def _row(estimate: UpliftEstimate) -> str:
         f"{estimate.control_ordered:>8} {rate(estimate.control_rate):>7} {deff:>9} "
         f"{uplift:>9}  {interval}"
     )
-
-
-@dataclass(slots=True)
-class UpliftGauges:
-    """Prometheus gauges of a live :class:`UpliftTracker` (set by :meth:`update`)."""
-
-    uplift: Gauge
-    ci_lower: Gauge
-    ci_upper: Gauge
-    observations: Gauge
-    ordered: Gauge
-    open_windows: Gauge
-
-    @classmethod
-    def create(cls, registry: CollectorRegistry) -> UpliftGauges:
-        """Return the gauges registered on ``registry``."""
-
-        def gauge(name: str, doc: str, labels: Sequence[str] = ()) -> Gauge:
-            return Gauge(name, doc, labels, registry=registry)
-
-        return cls(
-            uplift=gauge(
-                "churnstream_uplift_ratio",
-                "Order rate within the window, treated minus held out (NaN without data).",
-                ("segment",),
-            ),
-            ci_lower=gauge(
-                "churnstream_uplift_ci_lower_ratio",
-                "Lower bound of the 95 % Newcombe interval of the uplift.",
-                ("segment",),
-            ),
-            ci_upper=gauge(
-                "churnstream_uplift_ci_upper_ratio",
-                "Upper bound of the 95 % Newcombe interval of the uplift.",
-                ("segment",),
-            ),
-            observations=gauge(
-                "churnstream_uplift_decisions",
-                "Decisions whose outcome window has closed, by segment and arm.",
-                ("segment", "arm"),
-            ),
-            ordered=gauge(
-                "churnstream_uplift_ordered",
-                "Closed decisions followed by an order within the window, by segment and arm.",
-                ("segment", "arm"),
-            ),
-            open_windows=gauge(
-                "churnstream_uplift_open_windows", "Decisions whose outcome is not known yet."
-            ),
-        )
-
-    def update(self, tracker: UpliftTracker) -> None:
-        """Set every gauge from the tracker's current estimates."""
-        for estimate in tracker.estimates():
-            segment = estimate.segment
-            self.uplift.labels(segment=segment).set(_or_nan(estimate.uplift))
-            ci = estimate.ci
-            self.ci_lower.labels(segment=segment).set(math.nan if ci is None else ci[0])
-            self.ci_upper.labels(segment=segment).set(math.nan if ci is None else ci[1])
-            for arm, n, ordered in (
-                ("treated", estimate.treated_n, estimate.treated_ordered),
-                ("held_out", estimate.control_n, estimate.control_ordered),
-            ):
-                self.observations.labels(segment=segment, arm=arm).set(n)
-                self.ordered.labels(segment=segment, arm=arm).set(ordered)
-        self.open_windows.set(tracker.pending)
-
-
-def _or_nan(value: float | None) -> float:
-    return math.nan if value is None else value

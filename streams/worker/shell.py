@@ -125,6 +125,15 @@ class ScoringShell:
         self.store[state.customer_id] = state.to_dict()
         clock.timers.schedule(state.customer_id, state.next_wake_s)
 
+    def state_of(self, customer_id: str) -> CustomerState | None:
+        """Return the stored state of ``customer_id``, or None if it was never seen."""
+        raw = self.store.get(customer_id)
+        return None if raw is None else CustomerState.from_dict(raw)
+
+    def watermark_of(self, partition: int) -> float:
+        """Return the watermark of ``partition`` (epoch seconds; -inf before any event)."""
+        return self._clock(partition).watermark.current_s
+
     def states(self, customer_ids: Iterable[str]) -> dict[str, CustomerState]:
         """Return the stored states of ``customer_ids`` that exist."""
         found = {}

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from streams.core.config import ScoringConfig
+from streams.core.events import OrderEvent
 from streams.core.model import FrozenLinearModel
 from streams.core.records import to_s
 from streams.core.scoring import score_as_of
@@ -113,21 +114,46 @@ def test_the_trainers_new_model_version_reaches_the_scorer(
     settings = topic_settings(partitions=2)
     produce_events(settings, sample_events(customers=60, days=360, seed=3))
     start_worker(settings, CHURNSTREAM_SNAPSHOT_EVERY="20")
-    scores = TopicWatcher(settings, "churn-scores")
     models = TopicWatcher(settings, "churn-models")
+    scores = TopicWatcher(settings, "churn-scores")
+    probes: list[str] = []
+
+    def probe_scored_with_a_trained_model() -> list[dict[str, Any]]:
+        # Each probe is a new customer's order, sent after a snapshot was published: once the
+        # scorer swapped the snapshot in, the probe's score names the trained version.
+        customer_id = f"probe-{len(probes)}"
+        probes.append(customer_id)
+        produce_events(settings, [_probe_order(customer_id)])
+        scores.poll()
+        return [
+            v
+            for v in scores.values()
+            if v["customer_id"] in probes and v["model_version"].startswith("m-")
+        ]
+
     try:
-        learned = scores.wait_until(
-            lambda values: [v for v in values if v["model_version"].startswith("m-")],
-            timeout_s=120,
-            what="a score made with a trained model",
+        models.wait_until(lambda values: values, timeout_s=120, what="a model snapshot")
+        learned = wait_for(
+            probe_scored_with_a_trained_model, 60, "a probe scored with a trained model", 0.5
         )
-        models.wait_until(lambda values: values, timeout_s=30, what="a model snapshot")
+        models.poll()
     finally:
         scores.close()
         models.close()
     published = {value["model_version"] for value in models.values()}
     assert learned[0]["model_version"] in published
     assert all(len(value["signature"]) == 64 for value in models.values())
+
+
+def _probe_order(customer_id: str) -> OrderEvent:
+    return OrderEvent(
+        event_id=f"{customer_id}-order",
+        customer_id=customer_id,
+        order_id=f"{customer_id}-order",
+        event_time=START + timedelta(days=400),
+        amount=25.0,
+        currency="EUR",
+    )
 
 
 def _live_states(settings: Settings) -> dict[str, CustomerState]:

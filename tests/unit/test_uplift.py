@@ -26,7 +26,8 @@ from streams.core.uplift import (
 )
 from streams.errors import ChurnstreamError, EventsFileError, ValidationError
 from streams.io.events_file import write_events
-from streams.uplift_report import UpliftGauges, report_uplift
+from streams.uplift_report import report_uplift
+from streams.worker.uplift_gauges import UpliftGauges
 
 DAY_S = 86_400.0
 T0_S = datetime(2024, 3, 1, tzinfo=UTC).timestamp()

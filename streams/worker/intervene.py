@@ -1,0 +1,145 @@
+"""What the worker does with risk changes and triggers, with no Faust inside.
+
+After each scoring step, :class:`InterventionShell` routes the step's risk changes and the
+event itself through the pure intervention router, keeps each customer's contact history in
+a mapping (a Faust table in the worker), releases quiet-hours deferrals as the partition's
+watermark passes them, and tracks outcomes for the uplift estimate. It returns what to send:
+every decision goes to the ``interventions`` topic; only deliverable ones are pushed to chat
+tools (SSE, webhooks).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from streams.core.clock import TimerIndex
+from streams.core.events import Event, OrderEvent
+from streams.core.intervention_config import InterventionConfig
+from streams.core.interventions import ContactState, Intervention, release_deferred, route
+from streams.core.records import RiskChange, to_s
+from streams.core.scoring import StepOutput
+from streams.core.state import CustomerState
+from streams.core.uplift import UpliftTracker, decision_from_record
+from streams.worker.shell import StateStore
+
+
+@dataclass(slots=True)
+class Routed:
+    """What one step asks the worker to send."""
+
+    decisions: list[Intervention] = field(default_factory=list)
+    # (intervention, band of its customer) to push to SSE and webhooks now
+    deliver: list[tuple[Intervention, str | None]] = field(default_factory=list)
+    expired: int = 0
+
+    def extend(self, other: Routed) -> None:
+        """Append everything ``other`` holds."""
+        self.decisions.extend(other.decisions)
+        self.deliver.extend(other.deliver)
+        self.expired += other.expired
+
+
+class InterventionShell:
+    """Routes the scoring core's outputs into interventions for the partitions a worker owns."""
+
+    def __init__(
+        self,
+        contacts: StateStore,
+        config: InterventionConfig,
+        partition_of: Callable[[str], int],
+        timer_bucket_s: float = 600.0,
+        uplift_window_days: float = 14.0,
+    ) -> None:
+        self.contacts = contacts
+        self.config = config
+        self.partition_of = partition_of
+        self.timer_bucket_s = timer_bucket_s
+        self.releases: dict[int, TimerIndex] = {}
+        # In memory: after a restart the estimate starts over (the report reads the topics).
+        self.uplift = UpliftTracker(window_days=uplift_window_days)
+
+    def forget_partitions(self) -> None:
+        """Drop the release timers; they are rebuilt from the contacts store on next use."""
+        self.releases.clear()
+
+    def _timers(self, partition: int) -> TimerIndex:
+        timers = self.releases.get(partition)
+        if timers is None:
+            timers = TimerIndex(self.timer_bucket_s)
+            for customer_id, raw in list(self.contacts.items()):
+                if self.partition_of(customer_id) == partition:
+                    timers.schedule(customer_id, ContactState.from_dict(raw).next_release_s())
+            self.releases[partition] = timers
+        return timers
+
+    def _load(self, customer_id: str) -> ContactState | None:
+        raw = self.contacts.get(customer_id)
+        return None if raw is None else ContactState.from_dict(raw)
+
+    def _save(self, contacts: ContactState, partition: int) -> None:
+        self.contacts[contacts.customer_id] = contacts.to_dict()
+        self._timers(partition).schedule(contacts.customer_id, contacts.next_release_s())
+
+    def on_step(
+        self,
+        event: Event,
+        out: StepOutput,
+        states: Callable[[str], CustomerState | None],
+        partition: int,
+    ) -> Routed:
+        """Return the decisions of ``event`` and of the risk changes in ``out``.
+
+        ``states`` returns a customer's state after the step (the scoring table's value).
+        """
+        routed = Routed()
+        by_customer: dict[str, list[RiskChange]] = {}
+        for change in out.risk_changes:
+            by_customer.setdefault(change.customer_id, []).append(change)
+        by_customer.setdefault(event.customer_id, [])
+        for customer_id, changes in by_customer.items():
+            state = states(customer_id)
+            if state is None:
+                continue
+            contacts = self._load(customer_id)
+            now_s = state.clock_s
+            if contacts is not None:
+                contacts, due, expired = release_deferred(contacts, now_s)
+                routed.deliver.extend((item, state.band) for item in due)
+                routed.expired += len(expired)
+            decisions: list[Intervention] = []
+            for change in changes:
+                contacts, made = route(state, contacts, change, now_s, self.config)
+                decisions.extend(made)
+            if customer_id == event.customer_id:
+                contacts, made = route(state, contacts, event, now_s, self.config)
+                decisions.extend(made)
+            if contacts is not None:
+                self._save(contacts, partition)
+            for decision in decisions:
+                routed.decisions.append(decision)
+                recorded = decision_from_record(decision.to_record())
+                if recorded is not None:
+                    self.uplift.record_decision(recorded)
+                if decision.deliver_now:
+                    routed.deliver.append((decision, state.band))
+        if isinstance(event, OrderEvent):
+            self.uplift.record_order(event.customer_id, to_s(event.event_time), event.status)
+        return routed
+
+    def on_watermark(
+        self, partition: int, watermark_s: float, band_of: Callable[[str], str | None]
+    ) -> Routed:
+        """Return the deferred interventions of ``partition`` whose quiet hours ended."""
+        routed = Routed()
+        for _, customer_id in self._timers(partition).pop_due(watermark_s):
+            contacts = self._load(customer_id)
+            if contacts is None:
+                continue
+            contacts, due, expired = release_deferred(contacts, watermark_s)
+            self._save(contacts, partition)
+            band = band_of(customer_id)
+            routed.deliver.extend((item, band) for item in due)
+            routed.expired += len(expired)
+        self.uplift.advance(watermark_s)
+        return routed
