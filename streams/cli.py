@@ -111,6 +111,15 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser("evaluate", help="quality of scores on a real events file")
     evaluate.add_argument("--events", type=_existing_file, required=True)
 
+    report = commands.add_parser("report", help="reports over the topics or files")
+    reports = report.add_subparsers(dest="report_command", required=True, parser_class=_Parser)
+    uplift = reports.add_parser("uplift", help="retention uplift per segment with a 95 % CI")
+    uplift.add_argument("--broker")
+    uplift.add_argument("--interventions", type=_existing_file, help="JSONL of decisions")
+    uplift.add_argument("--events", type=_existing_file, help="events file with the orders")
+    uplift.add_argument("--window-days", type=_positive_float, default=14.0)
+    uplift.add_argument("--timeout-s", type=_positive_float, default=5.0)
+
     worker = commands.add_parser("worker", help="the Faust worker: agents, tables, web views")
     worker.add_argument("--broker")
     worker.add_argument("--web-port", type=_port)
@@ -210,6 +219,20 @@ def _cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _cmd_report(args: argparse.Namespace, settings: Settings) -> int:
+    from streams.uplift_report import report_uplift
+
+    text = report_uplift(
+        None if args.interventions else settings,
+        interventions_file=args.interventions,
+        events_file=args.events,
+        window_days=args.window_days,
+        timeout_s=args.timeout_s,
+    )
+    print(text, end="")
+    return 0
+
+
 def _cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     from streams.worker.main import run_worker
 
@@ -232,6 +255,7 @@ HANDLERS: dict[str, Handler] = {
     "tail": _cmd_tail,
     "replay": _cmd_replay,
     "evaluate": _cmd_evaluate,
+    "report": _cmd_report,
     "worker": _cmd_worker,
     "demo": _cmd_demo,
 }

@@ -136,6 +136,8 @@ class Settings:
                 raise bad("webhook_urls", f"not an http(s) URL: {url!r}")
         if self.webhook_secret:
             _check_webhook_secret(self.webhook_secret, bad)
+        elif self.webhook_urls:
+            raise bad("webhook_secret", "required when CHURNSTREAM_WEBHOOK_URLS is set")
         self._validate_security(bad)
 
     def _validate_security(self, bad: Any) -> None:

@@ -18,7 +18,7 @@ from streams.io.avro import AvroCodec, default_codec
 from streams.metrics import Metrics
 from streams.settings import INPUT_TOPICS, Settings
 from streams.worker.agents import wire_agents
-from streams.worker.delivery import Delivery
+from streams.worker.delivery import Delivery, register_alert_stream
 from streams.worker.intervene import InterventionShell
 from streams.worker.models import ModelHolder, TrainerShell
 from streams.worker.shell import ScoringShell
@@ -161,6 +161,7 @@ def create_worker(settings: Settings, partitions: int) -> Worker:
     wire_agents(worker)
     metrics.declare_topics(settings.topic(name) for name in INPUT_TOPICS)
     register_views(worker)
+    register_alert_stream(app, worker.delivery.hub)
     return worker
 
 

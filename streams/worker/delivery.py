@@ -74,3 +74,16 @@ class Delivery:
                 event_time=item.created_at,
                 subject=item.customer_id,
             )
+
+
+def register_alert_stream(app: Any, hub: AlertHub) -> None:
+    """Mount ``GET /v1/alerts/stream`` (Server-Sent Events) on the worker's web server."""
+    from faust.web import View
+
+    @app.page("/v1/alerts/stream", name="alert_stream")
+    class AlertStream(View):
+        """Risk changes and interventions as they happen (filters: band, kind)."""
+
+        async def get(self, request: Any) -> Any:
+            """Return the event stream; it resumes after ``Last-Event-ID`` when given."""
+            return await hub.handle(request)
