@@ -11,7 +11,7 @@ from typing import Any, Final
 
 from streams.errors import ValidationError
 
-STATE_VERSION: Final[int] = 2
+STATE_VERSION: Final[int] = 3
 
 # Counters that decay with event time; the group picks the half-life (see ScoringConfig).
 DECAYED_COUNTERS: Final[tuple[tuple[str, str], ...]] = (
@@ -104,6 +104,10 @@ class CustomerState:
     # Failed payments since the last successful order: a lost sale nobody recovered yet
     # stays a risk until the customer buys again, however long ago it failed.
     unrecovered_failed_payments: int = 0
+    # Offset of the last record applied from each input topic (clickstream, orders,
+    # profiles). A record at or below it was applied before a crash and is skipped, which
+    # makes the at-least-once stream apply every event to state exactly once.
+    input_offsets: list[int] = field(default_factory=lambda: [-1, -1, -1])
 
     def counter(self, name: str) -> float:
         """Return the decayed value of counter ``name`` (as of ``decay_anchor_s``)."""

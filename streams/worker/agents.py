@@ -1,16 +1,31 @@
-"""The Faust agents: decode, call the plain shells, send. Nothing else happens here."""
+"""The Faust agents: decode, call the plain shells, send. Nothing else happens here.
+
+The scoring agent works like Kafka Streams' record cache: each record is processed at once
+(risk changes, training examples and interventions are sent right away), but the customer
+states it changed, and the scores of the compacted scores topic, are written once per
+customer per flush window, and the window's records are acknowledged only after that write.
+Offsets are committed only for acknowledged records, so a crash re-delivers exactly the
+records whose state was not written; the per-customer input offsets in the state make a
+re-delivered record that *was* applied a no-op.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+import weakref
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import faust
+from faust.streams import _current_event
 
 from streams.core.events import Event
+from streams.core.records import ChurnScore
 from streams.core.scoring import StepOutput
 from streams.errors import DecodeError
 from streams.settings import INPUT_TOPICS
@@ -24,6 +39,35 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 # Uplift gauges are cheap to read but iterate every segment: refresh them at most this often.
 UPLIFT_REFRESH_S = 5.0
+# A flush window ends after this many records or this long, whichever comes first.
+FLUSH_MAX_RECORDS = 2000
+FLUSH_EVERY_S = 0.1
+OUTPUT_NAMES = ("churn-scores", "risk-changes", "training-examples", "interventions")
+
+
+@dataclass(slots=True)
+class Window:
+    """Records processed since the last flush, and what waits for the flush."""
+
+    events: list[Any] = field(default_factory=list)
+    last_event_of: dict[int, Any] = field(default_factory=dict)
+    scores: dict[str, ChurnScore] = field(default_factory=dict)
+    started_s: float = field(default_factory=time.monotonic)
+
+
+@contextmanager
+def event_context(event: Any) -> Iterator[None]:
+    """Make ``event`` Faust's current event, so table writes go to its partition.
+
+    Faust tables take the changelog partition from the current event; a window's coalesced
+    writes happen after its events, so each partition's writes run in the context of that
+    partition's last event. (``_current_event`` is Faust's own context variable.)
+    """
+    token = _current_event.set(weakref.ref(event))
+    try:
+        yield
+    finally:
+        _current_event.reset(token)
 
 
 def _raw(app: faust.App, name: str) -> Any:
@@ -34,35 +78,66 @@ def wire_agents(worker: Worker) -> None:
     """Declare every agent, task and signal handler of ``worker``'s app."""
     app, settings, codec, shell = worker.app, worker.settings, worker.codec, worker.shell
     input_names = {settings.topic(name): name for name in INPUT_TOPICS}
+    source_index = {full: index for index, full in enumerate(input_names)}
     inputs = app.topic(*input_names, key_serializer="raw", value_serializer="raw")
-    scores = _raw(app, settings.topic("churn-scores"))
-    risk_changes = _raw(app, settings.topic("risk-changes"))
     examples = _raw(app, settings.topic("training-examples"))
-    interventions = _raw(app, settings.topic("interventions"))
     models_topic = _raw(app, settings.topic("churn-models"))
     dead_letters = _raw(app, settings.topic("dead-letters"))
     resend = {full: _raw(app, full) for full in input_names}
+    names = {name: settings.topic(name) for name in OUTPUT_NAMES}
+    window = [Window()]
+    acker: list[Any] = []  # the stream that acknowledges, once the agent runs
+    flushing = asyncio.Lock()
     last_uplift_refresh = [0.0]
 
-    async def send_outputs(out: StepOutput) -> None:
-        for score in out.scores:
-            value = codec.encode("churn_score", score.to_record())
-            await scores.send(key=score.customer_id.encode(), value=value)
+    async def emit(topic: str, key: str, value: bytes) -> None:
+        # Straight to the producer: Faust's Topic.send wraps every record in futures and
+        # buffers that cost more than the record. The consumer flushes the producer before
+        # it commits offsets, so outputs stay at-least-once.
+        await app.producer.send(names[topic], key.encode(), value, None, None, None)
+
+    async def send_now(out: StepOutput, routed: Routed) -> None:
         for change in out.risk_changes:
-            value = codec.encode("risk_change", change.to_record())
-            await risk_changes.send(key=change.customer_id.encode(), value=value)
+            await emit(
+                "risk-changes",
+                change.customer_id,
+                codec.encode("risk_change", change.to_record(), trusted=True),
+            )
             worker.delivery.risk_change(change)
         for example in out.training_examples:
-            value = codec.encode("training_example", example.to_record())
-            await examples.send(key=example.customer_id.encode(), value=value)
-
-    async def send_routed(routed: Routed) -> None:
+            await emit(
+                "training-examples",
+                example.customer_id,
+                codec.encode("training_example", example.to_record(), trusted=True),
+            )
         for decision in routed.decisions:
-            value = codec.encode("intervention", decision.to_record())
-            await interventions.send(key=decision.customer_id.encode(), value=value)
+            await emit(
+                "interventions",
+                decision.customer_id,
+                codec.encode("intervention", decision.to_record(), trusted=True),
+            )
             worker.metrics.intervention(decision.kind, decision.channel, decision.holdout)
         for item, band in routed.deliver:
             worker.delivery.intervention(item, band)
+
+    async def flush() -> None:
+        async with flushing:
+            done, window[0] = window[0], Window()
+            for partition, last in done.last_event_of.items():
+                with event_context(last):
+                    shell.flush(partition)
+                    worker.interventions.flush(partition)
+            # Scores go to a compacted topic: each customer's latest of the window is enough.
+            for score in done.scores.values():
+                value = codec.encode("churn_score", score.to_record(), trusted=True)
+                await emit("churn-scores", score.customer_id, value)
+            if acker:
+                for event in done.events:
+                    await acker[0].ack(event)
+            now_s = time.monotonic()
+            if now_s - last_uplift_refresh[0] >= UPLIFT_REFRESH_S:
+                last_uplift_refresh[0] = now_s
+                worker.uplift_gauges.update(worker.interventions.uplift)
 
     async def decode(message: Any) -> Event | None:
         topic = input_names.get(message.topic, message.topic)
@@ -75,42 +150,60 @@ def wire_agents(worker: Worker) -> None:
             await dead_letters.send(key=message.key, value=message.value, headers=headers)
             return None
 
-    @app.agent(inputs, name="score")
-    async def score(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
-        async for event in stream.events():
-            arrival_s = time.monotonic()
-            message = event.message
-            decoded = await decode(message)
-            if decoded is None:
-                continue
-            if (message.key or b"").decode("utf-8", "replace") != decoded.customer_id:
-                # Keyed otherwise: re-key by customer so the customer's partition owns it.
-                worker.repartitioned += 1
-                worker.metrics.record_repartitioned()
-                await resend[message.topic].send(
-                    key=decoded.customer_id.encode(), value=message.value
-                )
-                continue
-            partition = message.partition
-            out = shell.on_event(decoded, partition)
-            if settings.wall_grace_s is not None:
-                out.extend(shell.on_wall_tick(partition, time.time()))
-            await send_outputs(out)
-            routed = worker.interventions.on_step(decoded, out, shell.state_of, partition)
-            routed.extend(
-                worker.interventions.on_watermark(
-                    partition, shell.watermark_of(partition), _band_of(worker)
-                )
+    async def process(event: Any) -> None:
+        arrival_s = time.monotonic()
+        message = event.message
+        decoded = await decode(message)
+        if decoded is None:
+            return
+        if (message.key or b"").decode("utf-8", "replace") != decoded.customer_id:
+            # Keyed otherwise: re-key by customer so the customer's partition owns it.
+            worker.repartitioned += 1
+            worker.metrics.record_repartitioned()
+            await resend[message.topic].send(key=decoded.customer_id.encode(), value=message.value)
+            return
+        partition = message.partition
+        out = shell.on_event(decoded, partition, source_index[message.topic], message.offset)
+        if settings.wall_grace_s is not None:
+            out.extend(shell.on_wall_tick(partition, time.time()))
+        routed = worker.interventions.on_step(decoded, out, shell.state_of, partition)
+        routed.extend(
+            worker.interventions.on_watermark(
+                partition, shell.watermark_of(partition), _band_of(worker)
             )
-            await send_routed(routed)
-            _observe(worker, out, decoded.event_time.timestamp(), arrival_s)
-            if arrival_s - last_uplift_refresh[0] >= UPLIFT_REFRESH_S:
-                last_uplift_refresh[0] = arrival_s
-                worker.uplift_gauges.update(worker.interventions.uplift)
-            yield None
+        )
+        current = window[0]
+        current.last_event_of[partition] = event
+        for score in out.scores:
+            current.scores[score.customer_id] = score
+        await send_now(out, routed)
+        _observe(worker, out, decoded.event_time.timestamp(), arrival_s)
 
-    @app.on_partitions_assigned.connect
-    def on_assigned(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+    @app.agent(inputs, name="score")
+    async def score(stream: faust.StreamT[bytes]) -> None:
+        quiet = stream.noack()  # type: ignore[attr-defined] # on faust.Stream, not StreamT
+        acker[:] = [quiet]
+        async for event in quiet.events():
+            window[0].events.append(event)
+            await process(event)
+            current = window[0]
+            if (
+                len(current.events) >= FLUSH_MAX_RECORDS
+                or time.monotonic() - current.started_s >= FLUSH_EVERY_S
+            ):
+                await flush()
+
+    @app.timer(interval=FLUSH_EVERY_S)  # type: ignore[untyped-decorator] # faust's is untyped
+    async def flush_quiet_window() -> None:
+        # When records stop arriving, the open window is flushed here.
+        if window[0].events and time.monotonic() - window[0].started_s >= FLUSH_EVERY_S:
+            await flush()
+
+    @app.on_partitions_revoked.connect
+    def on_revoked(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        # Unflushed records are re-delivered from the committed offsets after the
+        # rebalance: forget their unwritten effects and do not acknowledge them.
+        window[0] = Window()
         shell.forget_partitions()
         worker.interventions.forget_partitions()
 

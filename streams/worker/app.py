@@ -106,6 +106,9 @@ def create_worker(settings: Settings, partitions: int) -> Worker:
         value_serializer="raw",
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
+        # A few ms of linger turns one produce request per output into one per batch.
+        producer_linger=0.005,
+        producer_max_batch_size=256 * 1024,
         broker_commit_every=1000,
         broker_commit_interval=1.0,
         # Faust's own table views would serve any customer's state without a token.

@@ -56,12 +56,17 @@ class InterventionShell:
         self.partition_of = partition_of
         self.timer_bucket_s = timer_bucket_s
         self.releases: dict[int, TimerIndex] = {}
+        # Write-back cache: contact states changed in a batch are written once by flush().
+        self.cache: dict[str, ContactState] = {}
+        self.dirty: dict[int, set[str]] = {}
         # In memory: after a restart the estimate starts over (the report reads the topics).
         self.uplift = UpliftTracker(window_days=uplift_window_days)
 
     def forget_partitions(self) -> None:
-        """Drop the release timers; they are rebuilt from the contacts store on next use."""
+        """Drop release timers and cache (only between batches, after :meth:`flush`)."""
         self.releases.clear()
+        self.cache.clear()
+        self.dirty.clear()
 
     def _timers(self, partition: int) -> TimerIndex:
         timers = self.releases.get(partition)
@@ -74,12 +79,32 @@ class InterventionShell:
         return timers
 
     def _load(self, customer_id: str) -> ContactState | None:
+        cached = self.cache.get(customer_id)
+        if cached is not None:
+            return cached
         raw = self.contacts.get(customer_id)
-        return None if raw is None else ContactState.from_dict(raw)
+        if raw is None:
+            return None
+        contacts = ContactState.from_dict(raw)
+        self.cache[customer_id] = contacts
+        return contacts
 
     def _save(self, contacts: ContactState, partition: int) -> None:
-        self.contacts[contacts.customer_id] = contacts.to_dict()
+        self.cache[contacts.customer_id] = contacts
+        self.dirty.setdefault(partition, set()).add(contacts.customer_id)
         self._timers(partition).schedule(contacts.customer_id, contacts.next_release_s())
+
+    def flush(self, partition: int, max_cached: int = 50_000) -> int:
+        """Write each contact state of ``partition`` changed since the last flush once.
+
+        Run it in the context of an event of ``partition`` (see ScoringShell.flush).
+        """
+        dirty = self.dirty.pop(partition, set())
+        for customer_id in dirty:
+            self.contacts[customer_id] = self.cache[customer_id].to_dict()
+        if len(self.cache) > max_cached and not self.dirty:
+            self.cache.clear()
+        return len(dirty)
 
     def on_step(
         self,
@@ -102,6 +127,7 @@ class InterventionShell:
             if state is None:
                 continue
             contacts = self._load(customer_id)
+            known = (None, 0) if contacts is None else (contacts.currency, len(contacts.deferred))
             now_s = state.clock_s
             if contacts is not None:
                 contacts, due, expired = release_deferred(contacts, now_s)
@@ -114,7 +140,10 @@ class InterventionShell:
             if customer_id == event.customer_id:
                 contacts, made = route(state, contacts, event, now_s, self.config)
                 decisions.extend(made)
-            if contacts is not None:
+            # Most steps decide nothing: write the contact state only when it changed.
+            if contacts is not None and (
+                decisions or known != (contacts.currency, len(contacts.deferred))
+            ):
                 self._save(contacts, partition)
             for decision in decisions:
                 routed.decisions.append(decision)

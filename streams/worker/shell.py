@@ -1,9 +1,11 @@
 """What a scoring worker does per partition, with no Faust inside: watermarks, timers, steps.
 
-The Faust agent hands each decoded event (with its partition) to :class:`ScoringShell`, which
-reads and writes customer states through a mapping (the Faust table in the worker, a dict in
-tests), runs the pure core, and returns the outputs to send. Timers are per partition so a
-partition's watermark only wakes customers that partition owns.
+The Faust agent hands decoded events (with their partition) to :class:`ScoringShell`, which
+keeps the states it touched in memory, runs the pure core, and returns the outputs to send.
+States are written back to the store (the Faust table, whose every write is a changelog
+record) once per customer per batch by :meth:`ScoringShell.flush`: a customer with ten events
+in a batch costs one changelog write, as Kafka Streams' record cache does. Timers are per
+partition so a partition's watermark only wakes customers that partition owns.
 """
 
 from __future__ import annotations
@@ -25,10 +27,12 @@ StateStore = MutableMapping[str, Any]
 
 @dataclass(slots=True)
 class PartitionClock:
-    """The watermark and the timer index of one partition."""
+    """The watermark, the timer index and the write-back cache of one partition."""
 
     watermark: Watermark
     timers: TimerIndex
+    cache: dict[str, CustomerState] = field(default_factory=dict)
+    dirty: set[str] = field(default_factory=set)
 
 
 @dataclass(slots=True)
@@ -36,9 +40,10 @@ class ShellStats:
     """Counters the worker exposes as metrics."""
 
     events: int = 0
+    replayed_skipped: int = 0
     timer_wakes: int = 0
     rebuilt_customers: int = 0
-    outputs: dict[str, int] = field(default_factory=dict)
+    state_writes: int = 0
 
 
 class ScoringShell:
@@ -52,6 +57,7 @@ class ScoringShell:
         partition_of: Callable[[str], int],
         timer_bucket_s: float = 3600.0,
         wall_grace_s: float | None = None,
+        max_cached: int = 50_000,
     ) -> None:
         self.store = store
         self.config = config
@@ -59,11 +65,15 @@ class ScoringShell:
         self.partition_of = partition_of
         self.timer_bucket_s = timer_bucket_s
         self.wall_grace_s = wall_grace_s
+        self.max_cached = max_cached
         self.clocks: dict[int, PartitionClock] = {}
         self.stats = ShellStats()
 
     def forget_partitions(self) -> None:
-        """Drop every partition clock; they are rebuilt from the store on next use."""
+        """Drop every partition clock and cache; they are rebuilt from the store on next use.
+
+        Call it only between batches (after :meth:`flush`), as on a rebalance.
+        """
         self.clocks.clear()
 
     def _clock(self, partition: int) -> PartitionClock:
@@ -86,14 +96,34 @@ class ScoringShell:
             self.stats.rebuilt_customers += 1
         return PartitionClock(watermark, timers)
 
-    def on_event(self, event: Event, partition: int) -> StepOutput:
-        """Return the outputs of ``event`` and of the timers it makes due on ``partition``."""
+    def _load(self, clock: PartitionClock, customer_id: str) -> CustomerState | None:
+        state = clock.cache.get(customer_id)
+        if state is None:
+            raw = self.store.get(customer_id)
+            if raw is None:
+                return None
+            state = CustomerState.from_dict(raw)
+            clock.cache[customer_id] = state
+        return state
+
+    def on_event(
+        self, event: Event, partition: int, source: int | None = None, offset: int = -1
+    ) -> StepOutput:
+        """Return the outputs of ``event`` and of the timers it makes due on ``partition``.
+
+        ``source`` (index of the input topic) and ``offset`` identify the record: one the
+        customer's state has applied already (re-delivered after a crash) changes nothing.
+        """
         clock = self._clock(partition)
-        raw = self.store.get(event.customer_id)
-        state = None if raw is None else CustomerState.from_dict(raw)
         model = self.model()
+        state = self._load(clock, event.customer_id)
+        if source is not None and state is not None and offset <= state.input_offsets[source]:
+            self.stats.replayed_skipped += 1
+            return StepOutput()
         state, out = process_event(state, event, model, self.config)
-        self._save(state, clock)
+        if source is not None:
+            state.input_offsets[source] = offset
+        self._touch(state, clock)
         self.stats.events += 1
         watermark_s = clock.watermark.observe(to_s(event.event_time))
         out.extend(self._fire(clock, watermark_s, model))
@@ -110,23 +140,43 @@ class ScoringShell:
     def _fire(self, clock: PartitionClock, watermark_s: float, model: ChurnModel) -> StepOutput:
         out = StepOutput()
         for _, customer_id in clock.timers.pop_due(watermark_s):
-            raw = self.store.get(customer_id)
-            if raw is None:
+            state = self._load(clock, customer_id)
+            if state is None:
                 continue
-            state, step = process_timer(
-                CustomerState.from_dict(raw), watermark_s, model, self.config
-            )
-            self._save(state, clock)
+            state, step = process_timer(state, watermark_s, model, self.config)
+            self._touch(state, clock)
             self.stats.timer_wakes += 1
             out.extend(step)
         return out
 
-    def _save(self, state: CustomerState, clock: PartitionClock) -> None:
-        self.store[state.customer_id] = state.to_dict()
+    def _touch(self, state: CustomerState, clock: PartitionClock) -> None:
+        clock.cache[state.customer_id] = state
+        clock.dirty.add(state.customer_id)
         clock.timers.schedule(state.customer_id, state.next_wake_s)
 
+    def flush(self, partition: int) -> int:
+        """Write each state changed since the last flush once; return how many were written.
+
+        The caller runs this in the context of an event of ``partition`` (Faust tables take
+        the changelog partition from the current event).
+        """
+        clock = self.clocks.get(partition)
+        if clock is None or not clock.dirty:
+            return 0
+        for customer_id in clock.dirty:
+            self.store[customer_id] = clock.cache[customer_id].to_dict()
+        written = len(clock.dirty)
+        clock.dirty.clear()
+        self.stats.state_writes += written
+        if len(clock.cache) > self.max_cached:
+            clock.cache.clear()  # everything in it is persisted: reload on demand
+        return written
+
     def state_of(self, customer_id: str) -> CustomerState | None:
-        """Return the stored state of ``customer_id``, or None if it was never seen."""
+        """Return the current state of ``customer_id`` (cached or stored), None if unseen."""
+        clock = self.clocks.get(self.partition_of(customer_id))
+        if clock is not None and customer_id in clock.cache:
+            return clock.cache[customer_id]
         raw = self.store.get(customer_id)
         return None if raw is None else CustomerState.from_dict(raw)
 
@@ -135,10 +185,10 @@ class ScoringShell:
         return self._clock(partition).watermark.current_s
 
     def states(self, customer_ids: Iterable[str]) -> dict[str, CustomerState]:
-        """Return the stored states of ``customer_ids`` that exist."""
+        """Return the current states of ``customer_ids`` that exist."""
         found = {}
         for customer_id in customer_ids:
-            raw = self.store.get(customer_id)
-            if raw is not None:
-                found[customer_id] = CustomerState.from_dict(raw)
+            state = self.state_of(customer_id)
+            if state is not None:
+                found[customer_id] = state
         return found

@@ -89,6 +89,8 @@ def test_timers_are_rebuilt_from_the_store_after_a_rebalance() -> None:
     shell = ScoringShell(store, ScoringConfig(), lambda: model, partition_of=lambda _: 0)
     for day in range(0, 50, 10):
         shell.on_event(_order("quiet", day), partition=0)
+    assert store == {}, "states are written once per flush window, not per event"
+    assert shell.flush(0) == 1
     shell.forget_partitions()  # as after a rebalance: in-memory timers are gone
     rebuilt = ScoringShell(store, ScoringConfig(), lambda: model, partition_of=lambda _: 0)
     out = rebuilt.on_event(_order("other", 200), partition=0)
@@ -109,3 +111,20 @@ def test_a_partitions_watermark_wakes_only_its_own_customers() -> None:
     out = shell.on_event(_order("late", 300), partition=1)
     woken = {s.customer_id for s in out.scores if s.trigger == "timer"}
     assert woken == {"b"}
+
+
+def test_a_redelivered_record_changes_nothing() -> None:
+    store: dict[str, Any] = {}
+    model = FrozenLinearModel.prior_only()
+    shell = ScoringShell(store, ScoringConfig(), lambda: model, partition_of=lambda _: 0)
+    first = shell.on_event(_order("c", 0), partition=0, source=1, offset=7)
+    shell.flush(0)
+    before = dict(store)
+    again = shell.on_event(_order("c", 0), partition=0, source=1, offset=7)
+    shell.flush(0)
+    assert first.scores
+    assert again.scores == []
+    assert store == before
+    assert shell.stats.replayed_skipped == 1
+    later = shell.on_event(_order("c", 3), partition=0, source=1, offset=8)
+    assert later.scores
