@@ -42,6 +42,7 @@ UPLIFT_REFRESH_S = 5.0
 # A flush window ends after this many records or this long, whichever comes first.
 FLUSH_MAX_RECORDS = 2000
 FLUSH_EVERY_S = 0.1
+WALL_TICK_S = 1.0
 OUTPUT_NAMES = ("churn-scores", "risk-changes", "training-examples", "interventions")
 
 
@@ -86,6 +87,9 @@ def wire_agents(worker: Worker) -> None:
     resend = {full: _raw(app, full) for full in input_names}
     names = {name: settings.topic(name) for name in OUTPUT_NAMES}
     window = [Window()]
+    # The latest record of each partition (its context lets timers write that partition), and
+    # when it arrived.
+    seen_partitions: dict[int, tuple[Any, float]] = {}
     acker: list[Any] = []  # the stream that acknowledges, once the agent runs
     flushing = asyncio.Lock()
     last_uplift_refresh = [0.0]
@@ -164,8 +168,6 @@ def wire_agents(worker: Worker) -> None:
             return
         partition = message.partition
         out = shell.on_event(decoded, partition, source_index[message.topic], message.offset)
-        if settings.wall_grace_s is not None:
-            out.extend(shell.on_wall_tick(partition, time.time()))
         routed = worker.interventions.on_step(decoded, out, shell.state_of, partition)
         routed.extend(
             worker.interventions.on_watermark(
@@ -174,6 +176,7 @@ def wire_agents(worker: Worker) -> None:
         )
         current = window[0]
         current.last_event_of[partition] = event
+        seen_partitions[partition] = (event, arrival_s)
         for score in out.scores:
             current.scores[score.customer_id] = score
         await send_now(out, routed)
@@ -199,11 +202,36 @@ def wire_agents(worker: Worker) -> None:
         if window[0].events and time.monotonic() - window[0].started_s >= FLUSH_EVERY_S:
             await flush()
 
+    if settings.wall_grace_s is not None:
+
+        @app.timer(interval=WALL_TICK_S)  # type: ignore[untyped-decorator] # faust's is untyped
+        async def wall_tick() -> None:
+            # Live mode: silence must raise risk even on a partition that gets no records. A
+            # partition that does get records follows their event time: ticking it while a
+            # backlog drains would wake customers whose older records are still queued.
+            async with flushing:
+                current = window[0]
+                idle_since = time.monotonic() - WALL_TICK_S
+                for partition, (last, arrived_s) in list(seen_partitions.items()):
+                    if arrived_s > idle_since:
+                        continue
+                    out = shell.on_wall_tick(partition, time.time())
+                    routed = worker.interventions.on_watermark(
+                        partition, shell.watermark_of(partition), _band_of(worker)
+                    )
+                    if out.scores or routed.deliver:
+                        current.last_event_of.setdefault(partition, last)
+                    for score in out.scores:
+                        current.scores[score.customer_id] = score
+                    await send_now(out, routed)
+            await flush()
+
     @app.on_partitions_revoked.connect
     def on_revoked(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         # Unflushed records are re-delivered from the committed offsets after the
         # rebalance: forget their unwritten effects and do not acknowledge them.
         window[0] = Window()
+        seen_partitions.clear()
         shell.forget_partitions()
         worker.interventions.forget_partitions()
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -206,3 +206,48 @@ def test_the_live_worker_ends_in_the_state_replay_computes(
         ):
             mismatches.append((customer_id, live.score, expected.score, live.band, expected.band))
     assert mismatches == []
+
+
+def test_in_live_mode_silence_rescores_without_any_new_record(
+    topic_settings: Callable[..., Settings], start_worker: Callable[..., WorkerProcess]
+) -> None:
+    settings = topic_settings(partitions=1)
+    grace = timedelta(days=1)
+    now = datetime.now(UTC).replace(microsecond=0)
+    # The 30-days-of-silence milestone falls ~10 s after the watermark (wall clock minus
+    # grace) of the moment the records arrive: only the idle wall-clock tick can fire it.
+    last_order = now - grace - timedelta(days=30) + timedelta(seconds=10)
+    orders = [
+        OrderEvent(
+            f"live-o{n}",
+            "live",
+            f"live-o{n}",
+            last_order - timedelta(days=7 * n),
+            30.0,
+            "EUR",
+            "paid",
+            1,
+        )
+        for n in range(10)
+    ]
+    produce_events(settings, sorted(orders, key=lambda order: order.event_time))
+    start_worker(
+        settings, CHURNSTREAM_TRAIN="false", CHURNSTREAM_WALL_GRACE_S=str(grace.total_seconds())
+    )
+    milestone = last_order + timedelta(days=30)
+    scores = TopicWatcher(settings, "churn-scores")
+    try:
+        woken = scores.wait_until(
+            lambda values: [
+                v
+                for v in values
+                if v["customer_id"] == "live"
+                and v["trigger"] == "timer"
+                and v["as_of"] >= milestone
+            ],
+            timeout_s=60,
+            what="a score woken by the wall clock after the records stopped",
+        )
+    finally:
+        scores.close()
+    assert woken[0]["as_of"] <= datetime.now(UTC) - grace
