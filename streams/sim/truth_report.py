@@ -190,4 +190,12 @@ def format_uplift_checks(
             f"{estimate.segment:<20} {estimate.treated_n:>8} {estimate.control_n:>8} "
             f"{uplift:>9} {interval:>19} {true:>8} {check.truth_n:>7} {covered}"
         )
+    pooled = checks[-1] if checks else None
+    if pooled is not None:
+        missing = pooled.estimate.treated_n + pooled.estimate.control_n - pooled.truth_n
+        if missing > 0:
+            lines.append(
+                f"note: {missing} counted decisions have no truth (the shop never received "
+                "them, e.g. decided after it stopped); the true effects cover the others only"
+            )
     return lines

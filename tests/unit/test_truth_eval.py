@@ -220,6 +220,16 @@ def test_evaluate_truth_reports_scores_and_uplift_from_files(
     uplift_rows = [line for line in report.splitlines() if line.startswith(segments)]
     assert len(uplift_rows) == 3
     assert all(line.endswith("yes") for line in uplift_rows), report
+    assert "have no truth" not in report
+    # A decision the shop never received (day 20, before any of the policy's): the estimator
+    # counts it, the truth cannot, and the report says so.
+    stray = _intervention(3, T0 + 20 * DAY_MS, "stray")
+    with interventions_path.open("a") as handle:
+        handle.write(json.dumps(stray) + "\n")
+    partial = evaluate_truth(
+        truth_path, events_file=events_path, interventions_file=interventions_path
+    )
+    assert "note: 1 counted decisions have no truth" in partial
     with pytest.raises(ChurnstreamError, match="--as-of"):
         evaluate_truth(truth_path, scores_csv=scores_path)
     no_orders = evaluate_truth(truth_path)
