@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -68,6 +69,15 @@ def _utc_time(text: str) -> datetime:
         raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
+def _sim_start(text: str) -> datetime:
+    from streams.sim.shop import parse_start
+
+    try:
+        return parse_start(text)
+    except ChurnstreamError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> Any:  # one line, exit 2, as argparse does
         self.exit(2, f"churnstream: error: {message}\n")
@@ -108,8 +118,34 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--out", type=Path, required=True)
     replay.add_argument("--horizon-days", type=_positive_int)
 
-    evaluate = commands.add_parser("evaluate", help="quality of scores on a real events file")
-    evaluate.add_argument("--events", type=_existing_file, required=True)
+    evaluate = commands.add_parser(
+        "evaluate", help="quality of scores: on a real events file, or against simulator truth"
+    )
+    evaluate.add_argument("--events", type=_existing_file)
+    evaluate.add_argument("--truth", type=_existing_file, help="the simulator's truth file")
+    evaluate.add_argument("--scores", type=Path, help="a replay scores CSV (with --truth)")
+    evaluate.add_argument("--as-of", type=_utc_time, help="when --scores was scored")
+    evaluate.add_argument("--interventions", type=_existing_file)
+    evaluate.add_argument("--broker", help="read scores/orders/interventions from Kafka")
+    evaluate.add_argument("--horizon-days", type=_positive_int)
+    evaluate.add_argument("--window-days", type=_positive_float)
+    evaluate.add_argument("--timeout-s", type=_positive_float, default=5.0)
+
+    sim = commands.add_parser("simulate", help="synthetic shop traffic with ground truth")
+    sim.add_argument("--broker")
+    sim.add_argument("--rate", type=_positive_float, default=1000.0, help="events per second")
+    sim.add_argument("--customers", type=_positive_int, default=10_000)
+    sim.add_argument("--duration", type=_positive_float, help="stop after S wall seconds")
+    sim.add_argument("--seed", type=int, default=7)
+    sim.add_argument("--speed", type=_positive_float, default=1.0, help="sim days per second")
+    sim.add_argument("--days", type=_positive_float, help="simulated span (file default 365)")
+    sim.add_argument("--acquisition-days", type=_positive_float, help="signups over N days")
+    sim.add_argument("--start", type=_sim_start, help="default 2024-01-01T00:00:00Z")
+    sim.add_argument("--effects", type=Path, help="JSON file of true intervention effects")
+    sim.add_argument("--out", type=Path, help="write a .jsonl[.gz] events file (no Kafka)")
+    sim.add_argument("--truth", type=Path, help="truth JSON Lines file")
+    sim.add_argument("--follow-group", help="never run ahead of this consumer group")
+    sim.add_argument("--max-lag-events", type=_positive_int, default=3000)
 
     report = commands.add_parser("report", help="reports over the topics or files")
     reports = report.add_subparsers(dest="report_command", required=True, parser_class=_Parser)
@@ -213,9 +249,52 @@ def _cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
+    if args.truth is not None:
+        from streams.sim.truth_report import evaluate_truth
+
+        report = evaluate_truth(
+            args.truth,
+            scores_csv=args.scores,
+            as_of=args.as_of,
+            events_file=args.events,
+            interventions_file=args.interventions,
+            settings=settings if args.broker else None,
+            horizon_days=float(settings.horizon_days),
+            window_days=args.window_days,
+            timeout_s=args.timeout_s,
+        )
+        print(report, end="")
+        return 0
+    if args.events is None:
+        msg = "evaluate: give --events FILE (real data) or --truth FILE (simulated)"
+        raise SettingsError(msg)
     from streams.evaluate import evaluate_file
 
     print(evaluate_file(args.events, settings))
+    return 0
+
+
+def _cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
+    from streams.sim.runner import simulate
+
+    summary = simulate(
+        settings,
+        customers=args.customers,
+        seed=args.seed,
+        rate=args.rate,
+        speed=args.speed,
+        duration_s=args.duration,
+        days=args.days,
+        acquisition_days=args.acquisition_days,
+        start=args.start,
+        effects_path=args.effects,
+        out=args.out,
+        truth=args.truth,
+        follow_group=args.follow_group,
+        max_lag_events=args.max_lag_events,
+        on_progress=lambda progress: print(progress.line(), flush=True),
+    )
+    print(summary.line())
     return 0
 
 
@@ -254,6 +333,7 @@ HANDLERS: dict[str, Handler] = {
     "produce": _cmd_produce,
     "tail": _cmd_tail,
     "replay": _cmd_replay,
+    "simulate": _cmd_simulate,
     "evaluate": _cmd_evaluate,
     "report": _cmd_report,
     "worker": _cmd_worker,
@@ -270,6 +350,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             from streams.logging_setup import configure_logging
 
             configure_logging(settings, level="WARNING")
+            # kafka-python logs every refused connection while it retries; a command that
+            # gives up reports the failure itself, in one line.
+            logging.getLogger("kafka").setLevel(logging.CRITICAL)
         return HANDLERS[args.command](args, settings)
     except argparse.ArgumentTypeError as exc:
         print(f"churnstream: error: {exc}", file=sys.stderr)

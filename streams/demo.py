@@ -11,26 +11,22 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from streams.core.events import Event
 from streams.errors import ChurnstreamError
 from streams.io import kafka_local
-from streams.io.events_file import read_events
-from streams.io.kafka_clients import create_topics, iter_topic, produce_events
+from streams.io.avro import default_codec
+from streams.io.kafka_clients import client_config, create_topics
 from streams.settings import Settings
-from streams.sim.sample import sample_events
+from streams.sim.runner import SimSummary, run_live
+from streams.sim.shop import SimConfig
 
-SHARED_SAMPLE = kafka_local.REPO_ROOT.parent / "shared" / "data" / "cdnow_sample_orders.jsonl.gz"
-
-
-def demo_events() -> tuple[str, Iterator[Event]]:
-    """Return a description and the events the demo publishes (real CDNOW data if present)."""
-    if SHARED_SAMPLE.is_file():
-        return f"real CDNOW orders from {SHARED_SAMPLE}", read_events(SHARED_SAMPLE)
-    return "the built-in sample shop", sample_events()
+# A shop big enough to show churn, small enough for a laptop; one simulated day passes in
+# about 1.3 wall seconds, so within a minute customers go quiet and risk rises.
+DEMO_SHOP = SimConfig(customers=6000, days=None, acquisition_days=30.0)
+DEMO_RATE = 3000.0
+DEMO_SPEED = 0.75
 
 
 def model_secret(settings: Settings, state_dir: Path) -> str:
@@ -45,18 +41,33 @@ def model_secret(settings: Settings, state_dir: Path) -> str:
     return path.read_text().strip()
 
 
-def risk_change_line(record: dict[str, Any]) -> str:
+def risk_change_line(value: dict[str, Any]) -> str:
     """Return one compact terminal line for a decoded risk-change record."""
-    value = record.get("value")
-    if not isinstance(value, dict):
-        return f"{record.get('key')}: (undecodable) {record.get('error', '')}"
     reasons = value.get("reasons") or []
     top = reasons[0]["text"] if reasons else "-"
     when = str(value.get("as_of", ""))[:10]
     change = f"{value.get('from_band') or 'new'} -> {value.get('to_band')}"
     return (
-        f"{when}  {value.get('customer_id', '?'):<12} {change:<20} "
+        f"{when}  risk   {value.get('customer_id', '?'):<10} {change:<20} "
         f"p={value.get('score', 0):.2f}  {top}  [{value.get('model_version')}]"
+    )
+
+
+def intervention_line(value: dict[str, Any]) -> str:
+    """Return one compact terminal line for a decoded intervention record."""
+    when = str(value.get("created_at", ""))[:10]
+    action = f"{value.get('kind')} via {value.get('channel') or '-'}"
+    held = value.get("suppressed_reason")
+    outcome = f"({held})" if held else "sent"
+    offer = value.get("offer") or {}
+    detail = ""
+    if offer.get("discount_percent"):
+        detail = f" {offer['discount_percent']:.0f}% off"
+    elif offer.get("amount_off"):
+        detail = f" {offer['amount_off']:.2f} {offer.get('currency') or ''} off"
+    return (
+        f"{when}  action {value.get('customer_id', '?'):<10} {value.get('segment', '?'):<20} "
+        f"{action}{detail} {outcome}"
     )
 
 
@@ -122,6 +133,8 @@ def run_demo(settings: Settings, seconds: float | None = None, data_dir: Path | 
     info = kafka_local.broker_up(kafka_dir)
     print(f"broker ready at {info.bootstrap} after {time.monotonic() - started:.1f}s", flush=True)
     worker: _WorkerProcess | None = None
+    stop = threading.Event()
+    shop: threading.Thread | None = None
     try:
         # A fresh topic prefix per run: re-running the demo never doubles its input.
         prefix = f"{settings.topic_prefix}demo{int(time.time())}-"
@@ -148,19 +161,36 @@ def run_demo(settings: Settings, seconds: float | None = None, data_dir: Path | 
                 return 0
             time.sleep(0.25)
         base = f"http://127.0.0.1:{web_port}"
-        print(f"worker ready: {base}/healthz  {base}/readyz  {base}/metrics", flush=True)
-        description, events = demo_events()
-        print(f"publishing {description} ...", flush=True)
-        counts: dict[str, int] = {}
-        producer = threading.Thread(
-            target=lambda: counts.update(produce_events(live, events)), daemon=True
+        print(f"worker ready: {base}/metrics  {base}/readyz  {base}/v1/alerts/stream", flush=True)
+        print(f"score API:    {base}/v1/customers/<customer id>/score", flush=True)
+        progress: list[SimSummary] = []
+
+        def simulate() -> None:
+            run_live(
+                live,
+                DEMO_SHOP,
+                rate=DEMO_RATE,
+                speed=DEMO_SPEED,
+                duration_s=None,
+                truth_path=run_dir / "truth.jsonl",
+                stop=stop,
+                on_progress=progress.append,
+                follow_group=f"{prefix}churnstream",
+            )
+
+        print(
+            f"simulating a shop of {DEMO_SHOP.customers} customers (truth: {run_dir})", flush=True
         )
-        producer.start()
-        _show_risk_changes(live, deadline, counts)
+        shop = threading.Thread(target=simulate, name="shop", daemon=True)
+        shop.start()
+        _show_alerts(live, deadline, progress)
     except KeyboardInterrupt:
         print("\nstopping ...", flush=True)
     finally:
+        stop.set()
         with contextlib.suppress(KeyboardInterrupt):
+            if shop is not None:
+                shop.join(timeout=30)
             if worker is not None:
                 worker.stop()
                 print("worker stopped", flush=True)
@@ -170,19 +200,42 @@ def run_demo(settings: Settings, seconds: float | None = None, data_dir: Path | 
     return 0
 
 
-def _show_risk_changes(live: Settings, deadline: float | None, counts: dict[str, int]) -> None:
-    shown = 0
-    last_status = time.monotonic()
-    quiet_s = 3600.0 if deadline is None else max(deadline - time.monotonic(), 1.0)
-    for record in iter_topic(live, "risk-changes", from_beginning=True, timeout_s=quiet_s):
-        shown += 1
-        if shown <= 40 or shown % 250 == 0:
-            print(f"[{shown:>6}] {risk_change_line(record)}", flush=True)
-        now = time.monotonic()
-        if now - last_status >= 5:
-            last_status = now
-            produced = sum(counts.values()) if counts else "publishing"
-            print(f"--- risk changes: {shown}  events produced: {produced}", flush=True)
-        if deadline is not None and now >= deadline:
-            break
-    print(f"--- {shown} risk changes shown", flush=True)
+def _show_alerts(live: Settings, deadline: float | None, progress: list[SimSummary]) -> None:
+    """Print risk changes and interventions as they arrive, and a status line every 5 s."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    codec = default_codec()
+    consumer = KafkaConsumer(**client_config(live), enable_auto_commit=False)
+    try:
+        topics = {live.topic("risk-changes"): "risk", live.topic("interventions"): "action"}
+        assigned = [
+            TopicPartition(topic, partition)
+            for topic in topics
+            for partition in sorted(consumer.partitions_for_topic(topic) or ())
+        ]
+        consumer.assign(assigned)
+        consumer.seek_to_beginning(*assigned)
+        counts = {"risk": 0, "action": 0}
+        last_status = time.monotonic()
+        while deadline is None or time.monotonic() < deadline:
+            for partition, records in consumer.poll(timeout_ms=250).items():
+                kind = topics[partition.topic]
+                for record in records:
+                    counts[kind] += 1
+                    _, value = codec.decode(record.value)
+                    shown = counts[kind] <= 25 or counts[kind] % 100 == 0
+                    if shown:
+                        line = (
+                            risk_change_line(value) if kind == "risk" else intervention_line(value)
+                        )
+                        print(f"[{counts[kind]:>5}] {line}", flush=True)
+            if time.monotonic() - last_status >= 5:
+                last_status = time.monotonic()
+                shop = progress[-1].line().split(";")[0] if progress else "shop starting"
+                print(
+                    f"--- {shop}; risk changes {counts['risk']}, interventions {counts['action']}",
+                    flush=True,
+                )
+        print(f"--- {counts['risk']} risk changes, {counts['action']} interventions", flush=True)
+    finally:
+        consumer.close()

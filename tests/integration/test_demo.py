@@ -27,7 +27,7 @@ def _processes_mentioning(text: str) -> list[int]:
 def test_demo_shows_risk_changes_and_stops_everything_it_started(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CHURNSTREAM_")}
     env["CHURNSTREAM_DATA_DIR"] = str(tmp_path / "state")
-    env["DEMO_SECONDS"] = "45"
+    env["DEMO_SECONDS"] = "60"
     done = subprocess.run(
         [sys.executable, "-m", "streams", "demo"],
         env=env,
@@ -40,8 +40,11 @@ def test_demo_shows_risk_changes_and_stops_everything_it_started(tmp_path: Path)
     out = done.stdout
     assert "broker ready at 127.0.0.1:" in out
     assert "worker ready: http://127.0.0.1:" in out
-    risk_lines = [line for line in out.splitlines() if line.startswith("[") and "->" in line]
+    risk_lines = [line for line in out.splitlines() if line.startswith("[") and " risk " in line]
     assert len(risk_lines) >= 10, out[-2000:]
+    actions = [line for line in out.splitlines() if line.startswith("[") and " action " in line]
+    assert actions, out[-2000:]
+    assert "ERROR" not in done.stderr
     assert "worker stopped" in out
     assert "broker stopped" in out
     wait_for(lambda: not _processes_mentioning(str(tmp_path)), 30, "demo processes to exit")
