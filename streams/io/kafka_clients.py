@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+import ssl
 import time
 from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
@@ -28,6 +29,7 @@ from kafka.errors import (
 from streams.core.events import Event
 from streams.errors import ChurnstreamError, DecodeError
 from streams.io.avro import AvroCodec, default_codec
+from streams.io.kafka_login import probe_login
 from streams.settings import COMPACTED_TOPICS, INPUT_TOPICS, OUTPUT_TOPICS, Settings
 
 ALL_TOPICS: Final[tuple[str, ...]] = INPUT_TOPICS + OUTPUT_TOPICS
@@ -38,8 +40,16 @@ RETENTION_MS: Final[str] = str(7 * 24 * 3600 * 1000)
 SINGLE_PARTITION_TOPICS: Final[frozenset[str]] = frozenset({"churn-models", "training-examples"})
 
 
+# How long the login check waits for a broker's answer (a refused login takes milliseconds).
+LOGIN_TIMEOUT_S: Final[float] = 10.0
+
+
 class KafkaUnavailableError(ChurnstreamError):
     """The broker could not be reached or refused the request."""
+
+
+class KafkaAuthenticationError(KafkaUnavailableError):
+    """The broker refused the SASL login (wrong user name, password or mechanism)."""
 
 
 def client_config(settings: Settings) -> dict[str, Any]:
@@ -55,6 +65,51 @@ def client_config(settings: Settings) -> dict[str, Any]:
     if settings.kafka_ssl_cafile is not None:
         config["ssl_cafile"] = str(settings.kafka_ssl_cafile)
     return config
+
+
+def check_login(settings: Settings, timeout_s: float = LOGIN_TIMEOUT_S) -> None:
+    """Return if the broker accepts the SASL login of ``settings`` (no-op without SASL).
+
+    kafka-python retries a refused login until its 30 s bootstrap timeout and then calls
+    the broker unreachable; this asks the first bootstrap server that answers and raises
+    :class:`KafkaAuthenticationError` at once, saying what to fix. A broker that cannot
+    be reached is left to the client that follows (it reports that as before).
+    """
+    if not settings.kafka_security_protocol.startswith("SASL_"):
+        return
+    context = None
+    if settings.kafka_security_protocol == "SASL_SSL":
+        cafile = None if settings.kafka_ssl_cafile is None else str(settings.kafka_ssl_cafile)
+        context = ssl.create_default_context(cafile=cafile)
+    for server in settings.broker.split(","):
+        host, _, port = server.strip().rpartition(":")
+        try:
+            verdict = probe_login(
+                host.strip("[]"),
+                int(port),
+                str(settings.kafka_sasl_mechanism),
+                str(settings.kafka_sasl_username),
+                str(settings.kafka_sasl_password),
+                context,
+                timeout_s,
+            )
+        except ssl.SSLCertVerificationError as exc:
+            msg = (
+                f"Kafka at {server} has a certificate we do not trust ({exc.verify_message}). "
+                "Operator action: point CHURNSTREAM_KAFKA_SSL_CAFILE at the CA that signed it"
+            )
+            raise KafkaUnavailableError(msg) from exc
+        except OSError:
+            continue  # unreachable: the client that follows reports it
+        if verdict.accepted:
+            return
+        msg = (
+            f"Kafka at {server} refused the {settings.kafka_sasl_mechanism} login of user "
+            f"{settings.kafka_sasl_username!r} ({verdict.detail or 'authentication failed'}). "
+            "Operator action: fix CHURNSTREAM_KAFKA_SASL_USERNAME / "
+            "CHURNSTREAM_KAFKA_SASL_PASSWORD (or _SASL_MECHANISM) to match a user of the broker"
+        )
+        raise KafkaAuthenticationError(msg)
 
 
 def _unavailable(settings: Settings, exc: Exception) -> KafkaUnavailableError:
@@ -74,6 +129,7 @@ def topic_configs(name: str) -> dict[str, str]:
 def create_topics(settings: Settings, partitions: int | None = None) -> list[str]:
     """Create every churnstream topic that does not exist yet; return the names created."""
     count = partitions or settings.partitions
+    check_login(settings)
     try:
         admin = KafkaAdminClient(**client_config(settings), request_timeout_ms=15000)
     except (KafkaError, OSError) as exc:
@@ -107,6 +163,7 @@ def create_topics(settings: Settings, partitions: int | None = None) -> list[str
 
 def producer(settings: Settings, **extra: Any) -> Any:
     """Return a kafka-python producer for ``settings`` (idempotent, acks=all)."""
+    check_login(settings)
     try:
         return KafkaProducer(
             **client_config(settings),
@@ -188,6 +245,7 @@ def iter_topic(
     """Yield decoded records of ``topic`` until ``max_records`` or ``timeout_s`` of quiet."""
     codec = codec or default_codec()
     full_name = settings.topic(topic)
+    check_login(settings)
     try:
         consumer = KafkaConsumer(**client_config(settings), enable_auto_commit=False)
     except (KafkaError, OSError) as exc:

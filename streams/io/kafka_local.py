@@ -4,7 +4,9 @@ The broker's jars are pinned in ``deploy/kafka/kafka-lock.json`` (coordinates an
 :func:`fetch_jars` resolves exactly those artifacts with Maven into a user cache directory and
 refuses any whose sha256 differs, so a second ``up`` needs no network. :func:`broker_up`
 formats KRaft storage, starts ``kafka.Kafka`` detached with its log in the data dir, and
-returns once the broker answers a metadata request.
+returns once the broker answers a metadata request. With a
+:class:`~streams.io.kafka_tls.SecurityConfig` the broker listens with SASL_SSL (TLS and
+SCRAM-SHA-512 logins) instead of PLAINTEXT; see :mod:`streams.io.kafka_tls`.
 """
 
 from __future__ import annotations
@@ -27,6 +29,14 @@ from pathlib import Path
 from typing import Any, Final
 
 from streams.errors import KafkaLauncherError
+from streams.io.kafka_tls import (
+    BrokerTls,
+    SecurityConfig,
+    load_tls,
+    prepare_tls,
+    scram_format_args,
+    security_properties,
+)
 
 REPO_ROOT: Final[Path] = Path(__file__).resolve().parents[2]
 LOCK_PATH: Final[Path] = REPO_ROOT / "deploy" / "kafka" / "kafka-lock.json"
@@ -46,6 +56,8 @@ class BrokerInfo:
     data_dir: str
     log_path: str
     kafka_version: str
+    security_protocol: str = "PLAINTEXT"
+    ssl_cafile: str | None = None  # the CA certificate (PEM) clients trust, when secured
 
     @property
     def bootstrap(self) -> str:
@@ -217,7 +229,9 @@ def _cluster_id() -> str:
     return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
 
 
-def _server_properties(data_dir: Path, port: int, controller_port: int) -> str:
+def _server_properties(
+    data_dir: Path, port: int, controller_port: int, tls: BrokerTls | None = None
+) -> str:
     settings = {
         "process.roles": "broker,controller",
         "node.id": "1",
@@ -244,6 +258,8 @@ def _server_properties(data_dir: Path, port: int, controller_port: int) -> str:
         "num.network.threads": "2",
         "num.io.threads": "4",
     }
+    if tls is not None:
+        settings.update(security_properties(tls, port, controller_port))
     return "".join(f"{key}={value}\n" for key, value in settings.items())
 
 
@@ -287,14 +303,22 @@ def _is_broker_process(pid: int) -> bool:
     return b"kafka.Kafka" in cmdline
 
 
-def broker_answers(bootstrap: str, timeout_s: float = 5.0) -> bool:
-    """Return whether a broker at ``bootstrap`` answers a metadata request."""
+def broker_answers(bootstrap: str, timeout_s: float = 5.0, **client: Any) -> bool:
+    """Return whether a broker at ``bootstrap`` answers a metadata request.
+
+    ``client`` holds extra kafka-python settings, e.g. the login of a secured broker.
+    """
     from kafka import KafkaAdminClient
     from kafka.errors import KafkaError
 
+    timeout_ms = int(timeout_s * 1000)
+    if "bootstrap_timeout_ms" in KafkaAdminClient.DEFAULT_CONFIG:
+        # kafka-python 3 waits up to 30 s for a first answer otherwise: a probe of a broker
+        # that is still starting would block that long after the broker became ready.
+        client = {"bootstrap_timeout_ms": timeout_ms, **client}
     try:
         admin = KafkaAdminClient(
-            bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000)
+            bootstrap_servers=bootstrap, request_timeout_ms=timeout_ms, **client
         )
     except (KafkaError, OSError, ValueError):
         return False
@@ -315,8 +339,19 @@ def _log_tail(path: Path, lines: int = 8) -> str:
         return "(no log)"
 
 
-def broker_up(data_dir: Path, port: int | None = None, ready_timeout_s: float = 90.0) -> BrokerInfo:
-    """Start the local broker (or return the one already running there) once it answers."""
+def broker_up(
+    data_dir: Path,
+    port: int | None = None,
+    ready_timeout_s: float = 90.0,
+    security: SecurityConfig | None = None,
+) -> BrokerInfo:
+    """Start the local broker (or return the one already running there) once it answers.
+
+    With ``security`` the broker listens with SASL_SSL only: a certificate made for
+    127.0.0.1 (its CA in ``BrokerInfo.ssl_cafile``) and the SCRAM-SHA-512 users of
+    ``security``. A broker that died (e.g. killed) is started again on the ports it had, so
+    clients that knew its address find it again.
+    """
     data_dir = data_dir.resolve()
     current = read_state(data_dir)
     if current is not None and _is_broker_process(current.pid):
@@ -334,28 +369,26 @@ def broker_up(data_dir: Path, port: int | None = None, ready_timeout_s: float = 
     lock = load_lock()
     lib_dir = fetch_jars(lock)
     data_dir.mkdir(parents=True, exist_ok=True)
-    broker_port = port or free_port()
-    controller_port = free_port()
-    while controller_port == broker_port:
-        controller_port = free_port()
+    broker_port, controller_port = _ports(port, current)
+    tls = None if security is None else prepare_tls(data_dir / "tls")
     config = data_dir / "server.properties"
-    config.write_text(_server_properties(data_dir, broker_port, controller_port))
+    config.write_text(_server_properties(data_dir, broker_port, controller_port, tls))
     log_path = data_dir / LOG_FILE
     log4j = data_dir / "log4j2.properties"
     log4j.write_text(_LOG4J2.format(log=data_dir / "kafka-server.log"))
-    classpath = str(lib_dir / "*")
     java = [
         "java",
         *HEAP_OPTS,
         f"-Dlog4j2.configurationFile={log4j}",
         "-Djava.awt.headless=true",
         "-cp",
-        classpath,
+        str(lib_dir / "*"),
     ]
-    meta = data_dir / "logs" / "meta.properties"
-    if not meta.exists():
+    if not (data_dir / "logs" / "meta.properties").exists():
+        users = [] if tls is None or security is None else scram_format_args(tls, security)
+        format_args = ["format", "-t", _cluster_id(), "-c", str(config), *users]
         formatted = subprocess.run(
-            [*java, "kafka.tools.StorageTool", "format", "-t", _cluster_id(), "-c", str(config)],
+            [*java, "kafka.tools.StorageTool", *format_args],
             capture_output=True,
             text=True,
             check=False,
@@ -378,14 +411,17 @@ def broker_up(data_dir: Path, port: int | None = None, ready_timeout_s: float = 
         data_dir=str(data_dir),
         log_path=str(log_path),
         kafka_version=lock["kafka_version"],
+        security_protocol="PLAINTEXT" if tls is None else "SASL_SSL",
+        ssl_cafile=None if tls is None else str(tls.ca_file),
     )
     (data_dir / STATE_FILE).write_text(json.dumps(asdict(info)))
+    probe = {} if tls is None else tls.client_config()
     deadline = time.monotonic() + ready_timeout_s
     while time.monotonic() < deadline:
         if process.poll() is not None:
             msg = f"the broker exited with code {process.returncode}: {_log_tail(log_path)}"
             raise KafkaLauncherError(msg)
-        if broker_answers(info.bootstrap, timeout_s=2.0):
+        if broker_answers(info.bootstrap, timeout_s=2.0, **probe):
             return info
         time.sleep(0.25)
     broker_down(data_dir)
@@ -393,10 +429,37 @@ def broker_up(data_dir: Path, port: int | None = None, ready_timeout_s: float = 
     raise KafkaLauncherError(msg)
 
 
+def _port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def _ports(port: int | None, previous: BrokerInfo | None) -> tuple[int, int]:
+    """Return (broker port, controller port): ``port``, else the dead broker's, else free."""
+    broker_port = port
+    controller_port = None
+    if previous is not None:
+        if broker_port is None and _port_free(previous.port):
+            broker_port = previous.port
+        if previous.controller_port != broker_port and _port_free(previous.controller_port):
+            controller_port = previous.controller_port
+    broker_port = broker_port or free_port()
+    while controller_port is None or controller_port == broker_port:
+        controller_port = free_port()
+    return broker_port, controller_port
+
+
 def _wait_ready(info: BrokerInfo, timeout_s: float) -> bool:
+    tls = load_tls(Path(info.data_dir) / "tls") if info.security_protocol != "PLAINTEXT" else None
+    probe = {} if tls is None else tls.client_config()
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if broker_answers(info.bootstrap, timeout_s=2.0):
+        if broker_answers(info.bootstrap, timeout_s=2.0, **probe):
             return True
         if not _is_broker_process(info.pid):
             return False
