@@ -386,7 +386,8 @@ def broker_up(
     ]
     if not (data_dir / "logs" / "meta.properties").exists():
         users = [] if tls is None or security is None else scram_format_args(tls, security)
-        format_args = ["format", "-t", _cluster_id(), "-c", str(config), *users]
+        # "=": a random id may start with "-", which would read as an option
+        format_args = ["format", f"--cluster-id={_cluster_id()}", "-c", str(config), *users]
         formatted = subprocess.run(
             [*java, "kafka.tools.StorageTool", *format_args],
             capture_output=True,
