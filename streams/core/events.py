@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Literal, TypeAlias
 
+from streams.core.currencies import CURRENCIES
 from streams.errors import ValidationError
 
 OrderStatus: TypeAlias = Literal[
@@ -36,55 +37,6 @@ CLICK_ACTIONS: Final[frozenset[str]] = frozenset(
     }
 )
 CHANNELS: Final[frozenset[str]] = frozenset({"chat", "email", "sms", "push"})
-# ISO 4217 codes a shop plausibly sells in; an unknown code is far more often a producer bug
-# (a symbol, a lower-case typo, a country code) than a new currency.
-CURRENCIES: Final[frozenset[str]] = frozenset(
-    {
-        "USD",
-        "EUR",
-        "GBP",
-        "JPY",
-        "CHF",
-        "CAD",
-        "AUD",
-        "NZD",
-        "SEK",
-        "NOK",
-        "DKK",
-        "PLN",
-        "CZK",
-        "HUF",
-        "RON",
-        "BGN",
-        "TRY",
-        "ILS",
-        "AED",
-        "SAR",
-        "INR",
-        "CNY",
-        "HKD",
-        "SGD",
-        "KRW",
-        "TWD",
-        "THB",
-        "MYR",
-        "IDR",
-        "PHP",
-        "VND",
-        "BRL",
-        "MXN",
-        "ARS",
-        "CLP",
-        "COP",
-        "PEN",
-        "ZAR",
-        "NGN",
-        "EGP",
-        "KES",
-        "MAD",
-        "UAH",
-    }
-)
 MAX_AMOUNT: Final[float] = 10_000_000.0
 MAX_ID_LENGTH: Final[int] = 128
 # Producers' clocks drift and time zones get mangled; a day ahead is generous, a year ahead

@@ -10,7 +10,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from streams import metrics as metrics_module
-from streams.metrics import Metrics, ModelHealth, log_loss_of, roc_auc
+from streams.metrics import Metrics
+from streams.model_health import ModelHealth, log_loss_of, roc_auc
 
 
 def _families(metrics: Metrics) -> dict[str, object]:
