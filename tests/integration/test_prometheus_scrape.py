@@ -249,3 +249,49 @@ def test_prometheus_scrapes_the_churnstream_series(tmp_path: Path) -> None:
                 await query(session, base, promql)  # evaluates without an error
 
     asyncio.run(scenario())
+
+
+def test_prometheus_scrapes_a_live_worker(
+    tmp_path: Path,
+    topic_settings: Callable[..., Any],
+    start_worker: Callable[..., Any],
+) -> None:
+    from streams.io.kafka_clients import produce_events
+    from streams.sim.sample import sample_events
+
+    settings = topic_settings(partitions=2)
+    produce_events(settings, sample_events(customers=20, days=60, seed=2))
+    worker = start_worker(settings, CHURNSTREAM_TRAIN="false")
+    log = tmp_path / "prometheus.log"
+    orders = settings.topic("orders")
+
+    async def scenario() -> None:
+        async with (
+            prometheus_server(tmp_path, worker.web_port) as base,
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session,
+        ):
+
+            async def consumed() -> list[dict[str, Any]]:
+                found = await query(
+                    session, base, f'churnstream_events_consumed_total{{topic="{orders}"}} > 0'
+                )
+                return found
+
+            (sample,) = await wait_for("the worker's consumed orders", consumed, 90.0, log)
+            assert float(sample["value"][1]) > 0
+
+            async def scored() -> list[dict[str, Any]]:
+                return await query(session, base, "sum(churnstream_risk_changes_total) > 0")
+
+            assert await wait_for("risk changes counted", scored, 60.0, log)
+            (info,) = await query(session, base, "churnstream_model_info")
+            assert info["metric"]["version"] == "prior-0"
+            (ready,) = await query(session, base, "churnstream_worker_ready")
+            assert float(ready["value"][1]) == 1.0
+            every = await query(session, base, '{__name__=~"churnstream_.+"}')
+            label_names = {name for series in every for name in series["metric"]}
+            assert not any("customer" in name for name in label_names)
+            values = {value for series in every for value in series["metric"].values()}
+            assert not any(value.startswith("sample-") for value in values)
+
+    asyncio.run(scenario())
