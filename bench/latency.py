@@ -1,0 +1,151 @@
+"""Latency at half load: input record sent -> the risk change it caused, as a consumer sees it.
+
+While a caught-up worker runs, :func:`half_load` sends pre-encoded input records at a fixed
+rate (a token bucket, half of the worker's measured capacity) and reads ``risk-changes`` in
+the same event loop. A risk change caused by an event carries that event's customer and
+event time (``as_of``; ``trigger`` is the event type), which identifies the input record:
+
+    latency = (wall time the bench's consumer received the risk change)
+            - (wall time just before the bench's producer was handed the input record)
+
+So it includes the producer's send, the broker, the worker's fetch, decode, state, score,
+policy and send, the broker again and the consumer's fetch: the delay a downstream
+consumer of ``risk-changes`` sees. Records sent in the first ``warmup_s`` are left out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from benchkit import percentile
+from inputs import Record, partition_of
+
+from streams.io.avro import default_codec
+from streams.settings import Settings
+
+EVENT_TRIGGERS = frozenset({"click", "order", "profile"})
+
+
+@dataclass(frozen=True, slots=True)
+class LatencyResult:
+    """What the half-load run measured (milliseconds)."""
+
+    rate_per_s: float
+    sent: int
+    duration_s: float
+    samples: int
+    p50_ms: float | None
+    p99_ms: float | None
+    max_ms: float | None
+    unmatched_risk_changes: int
+
+
+async def _consume(
+    consumer: AIOKafkaConsumer,
+    sent_at: dict[tuple[str, int], float],
+    latencies_ms: list[float],
+    stop: asyncio.Event,
+    warmup_until: float,
+) -> int:
+    codec = default_codec()
+    unmatched = 0
+    while not stop.is_set():
+        batches = await consumer.getmany(timeout_ms=50)
+        received = time.time()
+        for records in batches.values():
+            for record in records:
+                _, change = codec.decode(record.value, expected="risk_change")
+                if change["trigger"] not in EVENT_TRIGGERS:
+                    continue
+                as_of_ms = int(change["as_of"].timestamp() * 1000)
+                sent = sent_at.get((change["customer_id"], as_of_ms))
+                if sent is None:
+                    unmatched += 1
+                elif sent >= warmup_until:
+                    latencies_ms.append((received - sent) * 1000.0)
+    return unmatched
+
+
+async def _run(
+    settings: Settings,
+    records: Sequence[Record],
+    rate: float,
+    partitions: int,
+    warmup_s: float,
+    drain_s: float,
+) -> LatencyResult:
+    topic = settings.topic("risk-changes")
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.broker, enable_auto_commit=False)
+    producer = AIOKafkaProducer(bootstrap_servers=settings.broker, acks="all", linger_ms=0)
+    await consumer.start()
+    await producer.start()
+    sent_at: dict[tuple[str, int], float] = {}
+    latencies_ms: list[float] = []
+    stop = asyncio.Event()
+    try:
+        found = await producer.partitions_for(topic)  # also fetches the topic's metadata
+        assigned = [TopicPartition(topic, p) for p in sorted(found)]
+        if not assigned:
+            raise RuntimeError(f"topic {topic!r} has no partitions")
+        consumer.assign(assigned)
+        await consumer.seek_to_end(*assigned)
+        for tp in assigned:  # resolve the end offsets now, before anything is sent
+            await consumer.position(tp)
+        started = time.time()
+        reader = asyncio.ensure_future(
+            _consume(consumer, sent_at, latencies_ms, stop, started + warmup_s)
+        )
+        topics = {name: settings.topic(name) for name in {record.topic for record in records}}
+        pending: list[Any] = []
+        for index, record in enumerate(records):
+            due = started + index / rate
+            delay = due - time.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            sent_at[(record.customer_id, record.event_time_ms)] = time.time()
+            pending.append(
+                await producer.send(
+                    topics[record.topic],
+                    key=record.key,
+                    value=record.value,
+                    partition=partition_of(record.key, partitions),
+                )
+            )
+        duration_s = time.time() - started
+        await asyncio.gather(*pending)
+        await asyncio.sleep(drain_s)
+        stop.set()
+        unmatched = await reader
+    except BaseException:
+        stop.set()
+        raise
+    finally:
+        await producer.stop()
+        await consumer.stop()
+    return LatencyResult(
+        rate_per_s=rate,
+        sent=len(records),
+        duration_s=duration_s,
+        samples=len(latencies_ms),
+        p50_ms=percentile(latencies_ms, 0.50),
+        p99_ms=percentile(latencies_ms, 0.99),
+        max_ms=max(latencies_ms, default=None),
+        unmatched_risk_changes=unmatched,
+    )
+
+
+def half_load(
+    settings: Settings,
+    records: Sequence[Record],
+    rate: float,
+    partitions: int,
+    warmup_s: float = 3.0,
+    drain_s: float = 3.0,
+) -> LatencyResult:
+    """Send ``records`` at ``rate`` per second and return the latency of the risk changes."""
+    return asyncio.run(_run(settings, records, rate, partitions, warmup_s, drain_s))

@@ -1,0 +1,474 @@
+"""The benchmark's steps in order; :class:`Run` holds what each measured.
+
+A step that fails is recorded in ``errors`` (its JSON value stays null) and the next step
+runs: one broken scenario must not hide the others' numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import time
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from benchkit import (
+    Child,
+    Children,
+    Measured,
+    cpu_seconds,
+    dir_bytes,
+    measured_from_progress,
+    peak_rss_mb,
+    read_progress,
+)
+from input_cache import load_input
+from inputs import (
+    Input,
+    Record,
+    encode_records,
+    half_load_events,
+    partition_of,
+    produce_records,
+)
+from latency import half_load
+from profiling import Profiler
+from restore import restored_customer_ids, write_changelog
+from worker_runs import (
+    BenchWorker,
+    committed_total,
+    compare_states,
+    read_customers,
+    watch_throughput,
+)
+
+from streams.core.events import Event, ProfileEvent
+from streams.io.kafka_clients import create_topics
+from streams.io.kafka_local import BrokerInfo
+from streams.settings import INPUT_TOPICS, Settings
+
+if TYPE_CHECKING:
+    from run import Plan
+
+LOG_EVERY_S = 10.0
+STARTUP_TIMEOUT_S = 120.0
+
+
+class Run:
+    """One benchmark run: the plan, the processes, and every measurement so far."""
+
+    def __init__(
+        self,
+        plan: Plan,
+        work_dir: Path,
+        out_dir: Path,
+        children: Children,
+        args: argparse.Namespace,
+    ) -> None:
+        self.plan = plan
+        self.work_dir = work_dir
+        self.out_dir = out_dir
+        self.children = children
+        self.args = args
+        self.started = time.monotonic()
+        self.broker: BrokerInfo | None = None
+        self.measured: dict[str, Measured] = {}
+        self.extra: dict[str, Any] = {"quick": bool(args.quick)}
+        self.errors: dict[str, str] = {}
+        self.input: Input | None = None
+        self.full_states: dict[str, bytes] | None = None
+        self.half_records: list[Record] = []
+        self.half_load_started = False
+        self._logged_at = 0.0
+
+    # -- helpers ----------------------------------------------------------------------
+    def log(self, message: str) -> None:
+        """Print a progress line with the time since the run started."""
+        print(f"[bench {time.monotonic() - self.started:6.1f}s] {message}", flush=True)
+
+    def remaining_s(self) -> float:
+        """Return the seconds left of the run's budget."""
+        return self.plan.budget_s - (time.monotonic() - self.started)
+
+    @property
+    def bootstrap(self) -> str:
+        """Return the broker's bootstrap address."""
+        assert self.broker is not None
+        return self.broker.bootstrap
+
+    def settings(self, prefix: str) -> Settings:
+        """Return settings for the bench broker with topic ``prefix``."""
+        return Settings(broker=self.bootstrap, topic_prefix=prefix, partitions=self.plan.partitions)
+
+    def step(self, key: str, action: Callable[[], None]) -> None:
+        """Run one step; a failure is recorded under ``key`` and the run goes on."""
+        try:
+            action()
+        except Exception as exc:  # any failure of one scenario: report it, run the next
+            first_lines = " | ".join(str(exc).strip().splitlines()[:3])[:400]
+            self.errors[key] = f"{type(exc).__name__}: {first_lines}"
+            self.log(f"{key} failed: {self.errors[key]}")
+
+    def _progress_logger(self, name: str, expected: int) -> Callable[[int], None]:
+        def tick(count: int) -> None:
+            now = time.monotonic()
+            if now - self._logged_at >= LOG_EVERY_S:
+                self._logged_at = now
+                self.log(f"{name}: {count:,}/{expected:,} events")
+
+        return tick
+
+    # -- the run --------------------------------------------------------------------
+    def execute(self) -> None:
+        """Run every step in order."""
+        self.prepare_input()
+        for key, script, extra in (
+            ("raw", "aiokafka_raw.py", []),
+            ("bare", "faust_bare.py", []),
+            ("naive", "faust_naive.py", ["--prefix", "in-"]),
+            ("quix", "quix_peer.py", ["--prefix", "in-"]),
+        ):
+            self.step(
+                key, lambda key=key, script=script, extra=extra: self.standalone(key, script, extra)
+            )
+        self.step("full", self.full_worker)
+        self.step("restore", self.restore)
+        self.step("scale_out", self.scale_out)
+        self.extra["wall_s"] = round(time.monotonic() - self.started, 1)
+
+    def prepare_input(self) -> None:
+        """Load or make the input and produce it to the main prefix's input topics."""
+        self.log(f"input: >= {self.plan.events:,} events of {self.plan.customers:,} customers")
+        loaded = load_input(self.plan, self.args, self.out_dir / "cache", self.log)
+        self.input = loaded
+        self.extra["input"] = {
+            "events": len(loaded.records),
+            "customers": loaded.customers,
+            "by_topic": loaded.counts,
+            "source": loaded.source,
+            "partitions": self.plan.partitions,
+        }
+        main = self.settings("in-")
+        create_topics(main, self.plan.partitions)
+        seconds = produce_records(main, loaded.records, self.plan.partitions)
+        self.log(f"produced {len(loaded.records):,} records to in-* in {seconds:.1f}s")
+
+    def standalone(self, key: str, script: str, extra: Sequence[str]) -> None:
+        """Run one standalone scenario script until it consumed the input (or its cap)."""
+        assert self.input is not None
+        assert self.broker is not None
+        if key == "quix" and importlib.util.find_spec("quixstreams") is None:
+            msg = "quixstreams is not installed (pip install -e '.[bench]')"
+            raise RuntimeError(msg)
+        expected = len(self.input.records)
+        progress_path = self.work_dir / f"{key}.progress.json"
+        topics = ",".join(f"in-{name}" for name in INPUT_TOPICS)
+        args = [
+            *("--broker", self.bootstrap, "--topics", topics, "--expected", str(expected)),
+            *("--progress", str(progress_path), "--group", f"bench-{key}"),
+            *("--partitions", str(self.plan.partitions), "--state-dir", str(self.work_dir / key)),
+            *extra,
+        ]
+        child = self.children.python(key, script, args, self.work_dir / f"{key}.log")
+        self.log(f"{key}: started {script}")
+        cap_s = min(self.plan.standalone_cap_s, max(10.0, self.remaining_s() - 220.0))
+        try:
+            peak_mb, broker_cpu = self._watch_standalone(child, key, progress_path, cap_s)
+        finally:
+            child.stop(timeout_s=10.0)
+        final = read_progress(progress_path)
+        assert final is not None
+        result = measured_from_progress(key, final, peak_mb, broker_cpu)
+        self.measured[key] = result
+        self.log(f"{key}: {result.events_per_s:,.0f} events/s ({result.total:,} records)")
+
+    def _watch_standalone(
+        self, child: Child, key: str, progress_path: Path, cap_s: float
+    ) -> tuple[float, float]:
+        """Wait until the scenario is done or its window reached ``cap_s``.
+
+        Returns its peak RSS (MiB) and the broker's CPU seconds during the window.
+        """
+        assert self.broker is not None
+        started = time.monotonic()
+        window_opened: float | None = None
+        broker_cpu_first = 0.0
+        while True:
+            body = read_progress(progress_path)
+            now = time.monotonic()
+            if body is not None and body["samples"] and window_opened is None:
+                window_opened = now
+                broker_cpu_first = cpu_seconds(self.broker.pid)
+            if body is not None and body["done"]:
+                break
+            if not child.alive():
+                code = child.process.returncode if child.process else None
+                raise RuntimeError(f"{key} exited with {code}:\n{child.log_tail(5)}")
+            if window_opened is None and now - started > STARTUP_TIMEOUT_S:
+                raise RuntimeError(f"{key} consumed nothing in {STARTUP_TIMEOUT_S:.0f}s")
+            if window_opened is not None and now - window_opened >= cap_s:
+                break
+            if body is not None:
+                self._progress_logger(key, body["expected"])(int(body["count"]))
+            time.sleep(0.2)
+        return peak_rss_mb(child.pid), cpu_seconds(self.broker.pid) - broker_cpu_first
+
+    def full_worker(self) -> None:
+        """(d): the worker over the input, then latency at half load; its state on disk."""
+        assert self.input is not None
+        assert self.broker is not None
+        expected = len(self.input.records)
+        data_dir = self.work_dir / "full"
+        worker = BenchWorker.start(self.children, "full", self.bootstrap, "in-", data_dir)
+        try:
+            ready_s = worker.wait_ready(STARTUP_TIMEOUT_S)
+            self.extra["worker_start_to_ready_s_empty"] = round(ready_s, 2)
+            self.log(f"full: worker ready after {ready_s:.1f}s (empty state)")
+            result = self._watch_full(worker, expected)
+            if result.complete:
+                known = sorted({record.customer_id for record in self.input.records})
+                self.step("half_load", lambda: self.half_load(worker, "in-", known))
+        finally:
+            self.extra["worker_stop_s"] = worker.stop()
+        states = read_customers(data_dir)
+        disk = dir_bytes(data_dir / "worker")
+        # The scale-out replays exactly what (d) read, half-load records included.
+        sent_in_part = "half_load" in self.errors and self.half_load_started
+        self.full_states = states if result.complete and not sent_in_part else None
+        self.extra["state_customers"] = len(states)
+        self.extra["state_disk_bytes"] = disk
+        self.extra["state_bytes_per_customer"] = round(disk / max(1, len(states)), 1)
+        self.extra["state_json_bytes_per_customer"] = round(
+            sum(map(len, states.values())) / max(1, len(states)), 1
+        )
+        if not result.complete:
+            self.step("half_load", self.half_load_on_fresh_worker)
+
+    def _watch_full(self, worker: BenchWorker, expected: int) -> Measured:
+        assert self.broker is not None
+        profiler = (
+            Profiler(self.children, self.out_dir, self.work_dir) if self.args.profile else None
+        )
+        log_tick = self._progress_logger("full", expected)
+
+        def tick(count: int) -> None:
+            log_tick(count)
+            if profiler is not None and count > 0:
+                profiler.start_once(worker.child.pid, 10.0 if self.args.quick else 30.0)
+
+        cap_s = min(self.plan.full_cap_s, max(30.0, self.remaining_s() - 170.0))
+        result = watch_throughput("full", [worker], expected, cap_s, self.broker.pid, tick)
+        self.measured["full"] = result
+        self.extra["peak_rss_mb"] = round(result.peak_rss_mb or 0.0, 1)
+        self.log(f"full: {result.events_per_s:,.0f} events/s ({result.total:,} records)")
+        if profiler is not None:
+            self.extra["profile"] = profiler.finish(self.log)
+        return result
+
+    def half_load_on_fresh_worker(self) -> None:
+        """Latency when (d) did not catch up in time: a new worker, own topics, no backlog."""
+        settings = self.settings("hl-")
+        create_topics(settings, self.plan.partitions)
+        worker = BenchWorker.start(
+            self.children, "half-load", self.bootstrap, "hl-", self.work_dir / "half-load"
+        )
+        try:
+            worker.wait_ready(STARTUP_TIMEOUT_S)
+            self.extra["note_half_load"] = (
+                "(d) did not finish its input within its cap, so the latency was measured on "
+                "a fresh worker with its own topics and an empty state (no backlog)"
+            )
+            self.half_load(worker, "hl-", [])
+        finally:
+            worker.stop()
+
+    def half_load(self, worker: BenchWorker, prefix: str, known: Sequence[str]) -> None:
+        """Send records at half of (d)'s rate; p50/p99 from record sent to risk change.
+
+        Half the records' customers are drawn from ``known`` (when given), half are new.
+        Returns once the worker scored them all, so its state includes them.
+        """
+        assert self.input is not None
+        full = self.measured["full"]
+        rate = max(10.0, full.events_per_s / 2)
+        count = int(rate * self.plan.half_load_s)
+        self.extra["half_load_settle_s"] = round(settle(worker), 1)
+        scored = worker.events_scored()
+        events = half_load_events(known, count, self.input.end_time, rate, self.args.seed + 1)
+        records = encode_records(events)
+        self.log(f"half load: {count:,} records at {rate:,.0f}/s for {self.plan.half_load_s:.0f}s")
+        self.half_load_started = True
+        result = half_load(self.settings(prefix), records, rate, self.plan.partitions)
+        wait_scored(worker, scored + len(records), 60.0)
+        if prefix == "in-":
+            self.half_records = records
+        self.extra["p50_ms_at_half_load"] = _round(result.p50_ms)
+        self.extra["p99_ms_at_half_load"] = _round(result.p99_ms)
+        self.extra["half_load"] = {
+            "rate_per_s": round(rate, 1),
+            "records": result.sent,
+            "latency_samples": result.samples,
+            "max_ms": _round(result.max_ms),
+            "unmatched_risk_changes": result.unmatched_risk_changes,
+            "worker": "(d)" if prefix == "in-" else "fresh, empty state",
+        }
+        self.log(f"half load: p50 {result.p50_ms} ms, p99 {result.p99_ms} ms")
+
+    def restore(self) -> None:
+        """Restore N customers' state into a fresh worker; time its first event after that."""
+        assert self.input is not None
+        customers = self.plan.restore_customers
+        settings = self.settings("rs-")
+        create_topics(settings, self.plan.partitions)
+        write_s, value_bytes = write_changelog(
+            settings, customers, self.plan.partitions, self.input.end_time
+        )
+        self.log(
+            f"restore: wrote {customers:,} states ({value_bytes:.0f} B each) in {write_s:.1f}s"
+        )
+        worker = BenchWorker.start(
+            self.children, "restore", self.bootstrap, "rs-", self.work_dir / "restore"
+        )
+        try:
+            ready_s = worker.wait_ready(max(60.0, min(300.0, self.remaining_s() - 60.0)))
+            answers = [
+                worker.get(f"/v1/customers/{cid}/score")[0]
+                for cid in restored_customer_ids(customers)
+            ]
+            if any(status != 200 for status in answers):
+                msg = f"the restored worker does not know restored customers: {answers}"
+                raise RuntimeError(msg)
+            self.record_restore(customers, ready_s, value_bytes)
+            # The first event on a partition after a restart rebuilds that partition's timer
+            # index from the table: time it on one partition.
+            primer = encode_records(primer_events(1, self.input.end_time))
+            started = time.monotonic()
+            produce_records(settings, primer, self.plan.partitions)
+            wait_scored(worker, 1, max(30.0, min(120.0, self.remaining_s() - 90.0)))
+            first_s = time.monotonic() - started
+            self.extra["restore"]["first_event_after_ready_s"] = round(first_s, 2)
+            self.log(f"restore: the first event after ready was scored after {first_s:.1f}s")
+        finally:
+            worker.stop()
+
+    def record_restore(self, customers: int, ready_s: float, value_bytes: float) -> None:
+        """Record the restore time, extrapolated linearly to a million customers."""
+        empty_s = float(self.extra.get("worker_start_to_ready_s_empty", 0.0))
+        per_million = empty_s + max(0.0, ready_s - empty_s) * 1e6 / customers
+        self.extra["restore_s_per_million_customers"] = round(per_million, 1)
+        self.extra["restore"] = {
+            "customers": customers,
+            "start_to_ready_s": round(ready_s, 2),
+            "start_to_ready_s_empty_state": empty_s,
+            "state_value_bytes": round(value_bytes, 1),
+            "extrapolated_to_1m": customers != 1_000_000,
+        }
+        if customers != 1_000_000:
+            self.extra["note_restore"] = (
+                f"restore measured for {customers:,} customers ({ready_s:.1f}s start to ready, "
+                f"{empty_s:.1f}s of it a start with empty state) and extrapolated linearly to 1M"
+            )
+        self.log(f"restore: ready after {ready_s:.1f}s; {per_million:.1f}s per 1M customers")
+
+    def scale_out(self) -> None:
+        """Two workers, four partitions, the same records: throughput and correctness.
+
+        Both workers join and settle their assignment before the records are produced, so
+        the window measures two workers, not one alone and then a rebalance.
+        """
+        assert self.input is not None
+        assert self.broker is not None
+        records = [*self.input.records, *self.half_records]
+        settings = self.settings("so-")
+        create_topics(settings, self.plan.partitions)
+        workers = [
+            BenchWorker.start(
+                self.children, f"scale-{n}", self.bootstrap, "so-", self.work_dir / f"so{n}"
+            )
+            for n in (1, 2)
+        ]
+        for worker in workers:
+            worker.wait_ready(STARTUP_TIMEOUT_S)
+        produce_records(settings, records, self.plan.partitions)
+        cap_s = max(20.0, self.remaining_s() - 25.0)
+        self.log(f"scale-out: 2 workers ready; {len(records):,} records, cap {cap_s:.0f}s")
+        tick = self._progress_logger("scale-out", len(records))
+        result = watch_throughput("scale_out", workers, len(records), cap_s, self.broker.pid, tick)
+        self.measured["scale_out"] = result
+        per_worker = [worker.events_scored() for worker in workers]
+        for worker in workers:
+            worker.stop()
+        committed = committed_total(settings, "so-churnstream")
+        check: dict[str, Any] = {
+            "records": len(records),
+            "events_per_worker": per_worker,
+            "both_workers_scored": all(count > 0 for count in per_worker),
+            "every_record_scored_once": sum(per_worker) == len(records)
+            if result.complete
+            else None,
+            # Informational: a graceful stop should leave every scored record committed.
+            "committed_after_stop": committed,
+        }
+        if result.complete and self.full_states is not None:
+            copies = [read_customers(self.work_dir / f"so{n}") for n in (1, 2)]
+            compared = compare_states(self.full_states, copies)
+            check["states_vs_single_worker"] = compared
+            same: bool | None = (
+                compared["order_free_equal"] == compared["customers"]
+                and compared["missing"] == 0
+                and compared["unexpected"] == 0
+            )
+        else:
+            same = None
+            check["states_vs_single_worker"] = "not compared: (d) or scale-out did not finish"
+        basic = bool(check["both_workers_scored"] and check["every_record_scored_once"])
+        check["correct"] = bool(basic and same) if same is not None else None
+        self.extra["scale_out"] = check
+        self.extra["scale_out_correct"] = check["correct"]
+        self.log(f"scale-out: {result.events_per_s:,.0f} events/s; checks {check}")
+
+
+def primer_events(partitions: int, after: datetime) -> list[Event]:
+    """Return one profile event of a new customer for each of ``partitions``."""
+    events: list[Event] = []
+    covered: set[int] = set()
+    number = 0
+    while len(covered) < partitions:
+        customer_id = f"primer-{number}"
+        partition = partition_of(customer_id.encode(), partitions)
+        if partition not in covered:
+            covered.add(partition)
+            at = after + timedelta(seconds=1)
+            events.append(ProfileEvent(customer_id=customer_id, event_time=at, chat_opt_in=True))
+        number += 1
+    return events
+
+
+def settle(worker: BenchWorker, idle_share: float = 0.15, timeout_s: float = 20.0) -> float:
+    """Return once ``worker`` idles (scored events may still have outputs in flight).
+
+    Idle: under ``idle_share`` of a core over half a second. Returns the seconds waited.
+    """
+    started = time.monotonic()
+    while time.monotonic() - started < timeout_s:
+        before = cpu_seconds(worker.child.pid)
+        time.sleep(0.5)
+        if cpu_seconds(worker.child.pid) - before < idle_share * 0.5:
+            break
+    return time.monotonic() - started
+
+
+def wait_scored(worker: BenchWorker, count: int, timeout_s: float) -> None:
+    """Return once ``worker`` scored ``count`` events; raise after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while worker.events_scored() < count:
+        worker.check_alive()
+        if time.monotonic() >= deadline:
+            raise RuntimeError(f"{worker.name} did not score {count} events in {timeout_s:.0f}s")
+        time.sleep(0.1)
+
+
+def _round(value: float | None, digits: int = 1) -> float | None:
+    return None if value is None else round(value, digits)
