@@ -45,7 +45,7 @@ def main() -> int:
     for frame in frames[1:]:
         stream = stream.concat(frame)
 
-    def naive(value: bytes, state: State) -> Any:
+    def naive(value: bytes, state: State[Any, Any]) -> Any:
         decoded = scorer.decode(value, unprefixed[message_context().topic])
         customer = update(state.get("customer"), decoded)
         state.set("customer", customer)

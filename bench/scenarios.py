@@ -7,6 +7,7 @@ runs: one broken scenario must not hide the others' numbers.
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib.util
 import time
 from collections.abc import Callable, Sequence
@@ -96,7 +97,7 @@ class Run:
     def bootstrap(self) -> str:
         """Return the broker's bootstrap address."""
         assert self.broker is not None
-        return self.broker.bootstrap
+        return str(self.broker.bootstrap)
 
     def settings(self, prefix: str) -> Settings:
         """Return settings for the bench broker with topic ``prefix``."""
@@ -130,9 +131,7 @@ class Run:
             ("naive", "faust_naive.py", ["--prefix", "in-"]),
             ("quix", "quix_peer.py", ["--prefix", "in-"]),
         ):
-            self.step(
-                key, lambda key=key, script=script, extra=extra: self.standalone(key, script, extra)
-            )
+            self.step(key, functools.partial(self.standalone, key, script, extra))
         self.step("full", self.full_worker)
         self.step("restore", self.restore)
         self.step("scale_out", self.scale_out)

@@ -200,8 +200,9 @@ def read_customers(data_dir: Path) -> dict[str, bytes]:
         db = Rdict(str(store), options=Options(raw_mode=True))
         try:
             for key, value in db.items():
-                if key.startswith(b'"'):  # not Faust's own offset key
-                    states[json.loads(key)] = bytes(value)
+                # raw mode: bytes in, bytes out; skip Faust's own offset key
+                if isinstance(key, bytes) and isinstance(value, bytes) and key.startswith(b'"'):
+                    states[json.loads(key)] = value
         finally:
             db.close()
     return states
