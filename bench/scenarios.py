@@ -230,8 +230,9 @@ class Run:
                 known = sorted({record.customer_id for record in self.input.records})
                 self.step("half_load", lambda: self.half_load(worker, "in-", known))
         finally:
+            settle(worker)  # outputs and changelog writes of the last events still in flight
             self.extra["worker_stop_s"] = worker.stop()
-        states = read_customers(data_dir)
+        states = read_customers(self.settings("in-"))
         disk = dir_bytes(data_dir / "worker")
         # The scale-out replays exactly what (d) read, half-load records included.
         sent_in_part = "half_load" in self.errors and self.half_load_started
@@ -398,7 +399,8 @@ class Run:
         self.measured["scale_out"] = result
         per_worker = [worker.events_scored() for worker in workers]
         for worker in workers:
-            worker.stop()
+            settle(worker)
+        self.extra["scale_out_stop_s"] = [worker.stop() for worker in workers]
         committed = committed_total(settings, "so-churnstream")
         check: dict[str, Any] = {
             "records": len(records),
@@ -411,8 +413,7 @@ class Run:
             "committed_after_stop": committed,
         }
         if result.complete and self.full_states is not None:
-            copies = [read_customers(self.work_dir / f"so{n}") for n in (1, 2)]
-            compared = compare_states(self.full_states, copies)
+            compared = compare_states(self.full_states, read_customers(settings))
             check["states_vs_single_worker"] = compared
             same: bool | None = (
                 compared["order_free_equal"] == compared["customers"]

@@ -9,6 +9,7 @@ policy and the sends of its outputs.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import sys
@@ -20,8 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from benchkit import Child, Children, Measured, Sample, cpu_seconds, peak_rss_mb
-from kafka import KafkaAdminClient
+from kafka import KafkaAdminClient, KafkaConsumer
 
 from streams.io.kafka_local import free_port
 from streams.settings import INPUT_TOPICS, Settings
@@ -187,25 +189,41 @@ def watch_throughput(
     )
 
 
-def read_customers(data_dir: Path) -> dict[str, bytes]:
-    """Return ``{customer id: state JSON}`` of the customers table a stopped worker left.
+async def _read_changelog(bootstrap: str, topic: str, partitions: set[int]) -> dict[str, bytes]:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        assigned = [TopicPartition(topic, partition) for partition in sorted(partitions)]
+        consumer.assign(assigned)
+        await consumer.seek_to_beginning(*assigned)
+        ends = await consumer.end_offsets(assigned)
+        left = {tp for tp in assigned if ends[tp] > 0}
+        latest: dict[bytes, bytes | None] = {}
+        while left:
+            batches = await consumer.getmany(timeout_ms=1000, max_records=10_000)
+            for tp, records in batches.items():
+                for record in records:
+                    latest[record.key] = record.value
+                if records and records[-1].offset + 1 >= ends[tp]:
+                    left.discard(tp)
+    finally:
+        await consumer.stop()
+    return {json.loads(key): value for key, value in latest.items() if value is not None}
 
-    Faust keeps one RocksDB per table partition (``tables/customers-<n>.db``, raw mode,
-    keys and values JSON); a worker holding standby replicas has those partitions too.
+
+def read_customers(settings: Settings) -> dict[str, bytes]:
+    """Return ``{customer id: state JSON}``: the last record per key of the customers changelog.
+
+    The changelog, not a worker's RocksDB, is the table's source of truth: it is complete
+    even when a worker had to be killed, and it holds every partition once.
     """
-    from rocksdict import Options, Rdict
-
-    states: dict[str, bytes] = {}
-    for store in sorted((data_dir / "worker").glob("**/tables/customers-*.db")):
-        db = Rdict(str(store), options=Options(raw_mode=True))
-        try:
-            for key, value in db.items():
-                # raw mode: bytes in, bytes out; skip Faust's own offset key
-                if isinstance(key, bytes) and isinstance(value, bytes) and key.startswith(b'"'):
-                    states[json.loads(key)] = value
-        finally:
-            db.close()
-    return states
+    topic = f"{settings.topic_prefix}churnstream-customers-changelog"
+    metadata = KafkaConsumer(bootstrap_servers=settings.broker)
+    try:
+        partitions = metadata.partitions_for_topic(topic) or set()
+    finally:
+        metadata.close()
+    return asyncio.run(_read_changelog(settings.broker, topic, partitions))
 
 
 # State fields that do not depend on how the worker interleaves its three input topics:
@@ -232,13 +250,11 @@ def _order_free(raw: bytes, positions: dict[str, int]) -> list[Any]:
     return [values[positions[name]] for name in ORDER_FREE_FIELDS if name in positions]
 
 
-def compare_states(
-    reference: dict[str, bytes], copies: Sequence[dict[str, bytes]]
-) -> dict[str, Any]:
-    """Return how the reference customers' states compare with those in ``copies``.
+def compare_states(reference: dict[str, bytes], other: dict[str, bytes]) -> dict[str, Any]:
+    """Return how the reference customers' states compare with ``other``'s.
 
-    ``identical``: byte-identical state in one of the copies; ``order_free_equal``: equal
-    in every field of ``ORDER_FREE_FIELDS`` (what must hold however topics interleave).
+    ``identical``: byte-identical state; ``order_free_equal``: equal in every field of
+    ``ORDER_FREE_FIELDS`` (what must hold however the worker interleaves its topics).
     """
     from dataclasses import fields
 
@@ -247,18 +263,16 @@ def compare_states(
     positions = {spec.name: index for index, spec in enumerate(fields(CustomerState))}
     identical = order_free_equal = missing = 0
     for customer_id, state in reference.items():
-        found = [copy[customer_id] for copy in copies if customer_id in copy]
-        if not found:
+        found = other.get(customer_id)
+        if found is None:
             missing += 1
             continue
-        identical += state in found
-        wanted = _order_free(state, positions)
-        order_free_equal += any(_order_free(other, positions) == wanted for other in found)
-    extra = len(set().union(*copies) - set(reference)) if copies else 0
+        identical += state == found
+        order_free_equal += _order_free(state, positions) == _order_free(found, positions)
     return {
         "customers": len(reference),
         "missing": missing,
-        "unexpected": extra,
+        "unexpected": len(set(other) - set(reference)),
         "identical": identical,
         "order_free_equal": order_free_equal,
     }
