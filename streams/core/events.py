@@ -137,6 +137,9 @@ _OPTIONAL: Final[dict[str, tuple[str, ...]]] = {
         "preferred_channel",
     ),
 }
+EVENT_FIELDS: Final[dict[str, frozenset[str]]] = {
+    kind: frozenset({"event_type", *_REQUIRED[kind], *_OPTIONAL[kind]}) for kind in _REQUIRED
+}
 _ITEM_FIELDS: Final[frozenset[str]] = frozenset({"sku", "qty", "price", "category", "brand"})
 
 

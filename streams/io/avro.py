@@ -22,7 +22,7 @@ from fastavro import schemaless_reader, schemaless_writer
 from fastavro.validation import ValidationError as AvroValidationError
 from fastavro.validation import validate
 
-from streams.core.events import Event, OrderEvent, event_from_dict
+from streams.core.events import EVENT_FIELDS, Event, OrderEvent, event_from_dict
 from streams.errors import DecodeError, ValidationError
 from streams.io.schemas import SchemaRegistry, SchemaVersion, default_registry
 
@@ -163,6 +163,10 @@ class AvroCodec:
         if kind is None:
             msg = f"schema {name!r} is not an input event ({sorted(_EVENT_TYPES)})"
             raise DecodeError(msg, "schema_mismatch")
+        # A newer writer's schema may carry fields this reader does not use yet (an
+        # allowed, compatible change): drop them. Only the events file is strict about them.
+        known = EVENT_FIELDS[kind]
+        record = {key: value for key, value in record.items() if key in known}
         try:
             return event_from_dict(record, kind, now)
         # TypeError/OverflowError: a value event_from_dict did not expect, e.g. a year-1 time.
