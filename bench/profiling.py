@@ -32,32 +32,48 @@ def _function(frame: str) -> str:
     return f"{name} ({path})"
 
 
-def summarize(raw: str, top: int = 20) -> dict[str, Any]:
-    """Return the top functions by own samples and by inclusive samples (percent of all).
+def summarize(raw: str, top: int = 20, root_share: float = 60.0) -> dict[str, Any]:
+    """Return the top functions by own and by inclusive samples (percent of all), per thread.
 
-    ``raw`` is py-spy's ``--format raw`` output: ``frame;frame;...;leaf COUNT`` per line.
+    ``raw`` is py-spy's ``--format raw --threads`` output: ``thread (tid): name;frame;...;leaf
+    COUNT`` per line. Inclusive shares at or above ``root_share`` (the event loop's own
+    frames, ``main``, ...) are left out: every sample passes through them.
 
-    >>> summarize("main (a.py:1);f (a.py:3) 3\\nmain (a.py:1) 1")["self"][0]
-    ['f (a.py)', 75.0]
+    >>> lines = ["thread (1): Main;main (a.py:1);f (a.py:3) 3", "thread (1): Main;main (a.py:1) 1"]
+    >>> summary = summarize(chr(10).join(lines))
+    >>> summary["self"][0], summary["threads"]
+    (['f (a.py)', 75.0], [['Main', 100.0]])
     """
     own: Counter[str] = Counter()
     inclusive: Counter[str] = Counter()
+    threads: Counter[str] = Counter()
     total = 0
     for line in raw.splitlines():
         stack, _, count_text = line.rpartition(" ")
         if not stack or not count_text.isdigit():
             continue
         count = int(count_text)
-        frames = [_function(frame) for frame in stack.split(";")]
+        frames = stack.split(";")
+        if frames[0].startswith("thread ("):
+            threads[frames.pop(0).partition(": ")[2] or "?"] += count
+        if not frames:
+            continue
+        functions = [_function(frame) for frame in frames]
         total += count
-        own[frames[-1]] += count
-        for function in set(frames):
+        own[functions[-1]] += count
+        for function in set(functions):
             inclusive[function] += count
 
-    def share(counter: Counter[str]) -> list[list[Any]]:
-        return [[name, round(100.0 * n / total, 1)] for name, n in counter.most_common(top)]
+    def share(counter: Counter[str], limit: float = 101.0) -> list[list[Any]]:
+        shares = [(name, round(100.0 * n / total, 1)) for name, n in counter.most_common()]
+        return [[name, pct] for name, pct in shares if pct < limit][:top]
 
-    return {"samples": total, "self": share(own), "inclusive": share(inclusive)}
+    return {
+        "samples": total,
+        "threads": share(threads),
+        "self": share(own),
+        "inclusive": share(inclusive, root_share),
+    }
 
 
 class Profiler:
@@ -80,7 +96,7 @@ class Profiler:
             self.error = "py-spy is not installed"
             return
         argv = [executable, "record", "--pid", str(pid), "--rate", "50", "--nonblocking"]
-        argv += ["--duration", str(int(duration_s)), "--format", "raw"]
+        argv += ["--duration", str(int(duration_s)), "--format", "raw", "--threads"]
         argv += ["--output", str(self.raw_path)]
         self.child = self.children.start("py-spy", argv, self.log_path)
         self.until = time.monotonic() + duration_s
@@ -97,9 +113,11 @@ class Profiler:
         if not self.raw_path.exists():
             return {"error": f"py-spy wrote nothing: {self.child.log_tail(3)}"}
         summary = summarize(self.raw_path.read_text(errors="replace"))
-        lines = [f"py-spy, {summary['samples']} samples; own time:"]
+        lines = [f"py-spy, {summary['samples']} samples; by thread:"]
+        lines += [f"  {pct:5.1f}%  {name}" for name, pct in summary["threads"]]
+        lines += ["own time:"]
         lines += [f"  {pct:5.1f}%  {name}" for name, pct in summary["self"]]
-        lines += ["inclusive time:"]
+        lines += ["inclusive time (frames in every sample left out):"]
         lines += [f"  {pct:5.1f}%  {name}" for name, pct in summary["inclusive"]]
         (self.raw_path.parent / "profile-full-worker-summary.txt").write_text("\n".join(lines))
         log("profile: " + "; ".join(f"{name} {pct}%" for name, pct in summary["self"][:5]))
