@@ -43,12 +43,15 @@ class LatencyResult:
     p99_ms: float | None
     max_ms: float | None
     unmatched_risk_changes: int
+    # p50 of the records sent in each 5-second slice: a rising line means the worker does
+    # not keep up with the rate (records queue), a flat one that it does.
+    p50_ms_by_5s: list[float | None]
 
 
 async def _consume(
     consumer: AIOKafkaConsumer,
     sent_at: dict[tuple[str, int], float],
-    latencies_ms: list[float],
+    latencies_ms: list[tuple[float, float]],
     stop: asyncio.Event,
     warmup_until: float,
 ) -> int:
@@ -67,7 +70,7 @@ async def _consume(
                 if sent is None:
                     unmatched += 1
                 elif sent >= warmup_until:
-                    latencies_ms.append((received - sent) * 1000.0)
+                    latencies_ms.append((sent, (received - sent) * 1000.0))
     return unmatched
 
 
@@ -85,7 +88,7 @@ async def _run(
     await consumer.start()
     await producer.start()
     sent_at: dict[tuple[str, int], float] = {}
-    latencies_ms: list[float] = []
+    latencies_ms: list[tuple[float, float]] = []
     stop = asyncio.Event()
     try:
         found = await producer.partitions_for(topic)  # also fetches the topic's metadata
@@ -127,15 +130,22 @@ async def _run(
     finally:
         await producer.stop()
         await consumer.stop()
+    values = [latency for _, latency in latencies_ms]
+    slices: list[float | None] = []
+    for start in range(0, int(duration_s) + 1, 5):
+        begin = started + start
+        in_slice = [ms for sent, ms in latencies_ms if begin <= sent < begin + 5]
+        slices.append(None if not in_slice else round(percentile(in_slice, 0.5) or 0.0, 1))
     return LatencyResult(
         rate_per_s=rate,
         sent=len(records),
         duration_s=duration_s,
-        samples=len(latencies_ms),
-        p50_ms=percentile(latencies_ms, 0.50),
-        p99_ms=percentile(latencies_ms, 0.99),
-        max_ms=max(latencies_ms, default=None),
+        samples=len(values),
+        p50_ms=percentile(values, 0.50),
+        p99_ms=percentile(values, 0.99),
+        max_ms=max(values, default=None),
         unmatched_risk_changes=unmatched,
+        p50_ms_by_5s=slices,
     )
 
 

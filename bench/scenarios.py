@@ -312,9 +312,13 @@ class Run:
             "latency_samples": result.samples,
             "max_ms": _round(result.max_ms),
             "unmatched_risk_changes": result.unmatched_risk_changes,
+            "p50_ms_by_5s_of_sending": result.p50_ms_by_5s,
             "worker": "(d)" if prefix == "in-" else "fresh, empty state",
         }
-        self.log(f"half load: p50 {result.p50_ms} ms, p99 {result.p99_ms} ms")
+        self.log(
+            f"half load: p50 {_round(result.p50_ms)} ms, p99 {_round(result.p99_ms)} ms; "
+            f"p50 per 5 s of sending: {result.p50_ms_by_5s}"
+        )
 
     def restore(self) -> None:
         """Restore N customers' state into a fresh worker; time its first event after that."""
