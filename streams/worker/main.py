@@ -39,9 +39,11 @@ def run_worker(settings: Settings, loglevel: str = "info") -> int:
     """Run the worker until it is stopped (SIGTERM/SIGINT); return its exit code."""
     import faust
 
+    from streams.io.kafka_clients import check_login
     from streams.logging_setup import logging_dict_config
     from streams.worker.app import create_worker
 
+    check_login(settings)  # a refused SASL login is one clear error, not endless retries
     partitions = input_partitions(settings)
     worker = create_worker(settings, partitions)
     logging.getLogger("streams").setLevel(loglevel.upper())
