@@ -10,7 +10,7 @@ import json
 import random
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -99,8 +99,14 @@ class EndOffsets:
         self.partitions: list[TopicPartition] = []
         for name in topics:
             full = settings.topic(name)
-            found = wait_for(lambda full=full: self.consumer.partitions_for_topic(full), 30, full)
-            self.partitions += [TopicPartition(full, p) for p in sorted(found)]
+
+            def partitions(full: str = full) -> set[int] | None:
+                found: set[int] | None = self.consumer.partitions_for_topic(full)
+                return found
+
+            self.partitions += [
+                TopicPartition(full, p) for p in sorted(wait_for(partitions, 30, full))
+            ]
 
     def total(self) -> int:
         """Return the number of records in the topics now."""
@@ -155,7 +161,7 @@ class KillLog:
     """What a kill schedule did, for the report."""
 
     kills: int = 0
-    restarts: int = 0
+    kills_mid_stream: int = 0  # kills while the feeder was still producing
     outputs_at_kill: list[int] = field(default_factory=list)
     restart_to_ready_s: list[float] = field(default_factory=list)
 
@@ -166,36 +172,36 @@ def kill_and_restart(
     kills: int,
     rng: random.Random,
     log: KillLog,
+    feeder: StreamFeeder | None = None,
     min_new_outputs: int = 20,
-    between: Callable[[int], None] | None = None,
 ) -> None:
     """Kill -9 ``worker`` ``kills`` times, each once it wrote new outputs, restarting it after.
 
     Each round waits until the worker has written at least ``min_new_outputs`` more output
-    records than at its last (re)start, so every kill lands while records flow, then waits a
-    seeded random 0-300 ms more so kills hit different points of the commit cycle.
-    ``between(round)`` runs while the worker is down.
+    records than when the round began (or, once ``feeder`` has sent everything, goes on
+    without), so kills land while records flow; then a seeded random 0-300 ms more, so they
+    hit different points of the commit cycle.
     """
     for round_number in range(kills):
         seen = probe.total()
-        wait_progress(
-            probe,
-            seen + min_new_outputs,
-            90,
-            worker,
-            f"new outputs before kill {round_number + 1}",
-        )
+
+        def ready_to_kill(seen: int = seen) -> bool:
+            if worker.process is not None and worker.process.poll() is not None:
+                msg = f"worker exited with {worker.process.returncode}:\n{worker.log_tail()}"
+                raise AssertionError(msg)
+            return probe.total() >= seen + min_new_outputs or (feeder is not None and feeder.done)
+
+        wait_for(ready_to_kill, 90, f"new outputs before kill {round_number + 1}", poll_s=0.05)
         time.sleep(rng.uniform(0.0, 0.3))  # jitter of the kill point, not synchronisation
+        mid_stream = feeder is None or not feeder.done
         worker.kill()
         log.kills += 1
+        log.kills_mid_stream += int(mid_stream)
         log.outputs_at_kill.append(probe.total())
-        if between is not None:
-            between(round_number)
         began = time.monotonic()
         worker.start()
         worker.wait_ready(timeout_s=120)
         log.restart_to_ready_s.append(time.monotonic() - began)
-        log.restarts += 1
 
 
 def report(name: str, numbers: dict[str, Any]) -> None:
@@ -276,10 +282,10 @@ def read_rocksdb(worker_data_dir: Path) -> dict[str, dict[bytes, bytes]]:
     for path in sorted((worker_data_dir / "worker").rglob("*.db")):
         db = Rdict(str(path), access_type=AccessType.read_only())
         try:
+            # raw mode (Faust's): keys and values are bytes
+            rows: dict[bytes, bytes] = {key: value for key, value in db.items()}  # type: ignore[misc] # rocksdict types rows as any Python value
             found[path.name.removesuffix(".db")] = {
-                bytes(key): bytes(value)
-                for key, value in db.items()
-                if not bytes(key).startswith(b"__faust")
+                key: value for key, value in rows.items() if not key.startswith(b"__faust")
             }
         finally:
             db.close()

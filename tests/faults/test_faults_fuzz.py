@@ -107,7 +107,8 @@ def _records(draw: st.DrawFn, kind: str) -> dict[str, Any]:
     """Return a record of ``kind``'s schema: a valid one with 0-3 fields set to anything."""
     from fastavro.schema import expand_schema
 
-    fields = expand_schema(dict(CODEC.registry.current[EVENT_SCHEMAS[kind]].raw))["fields"]
+    schema: Any = expand_schema(dict(CODEC.registry.current[EVENT_SCHEMAS[kind]].raw))
+    fields: list[dict[str, Any]] = schema["fields"]
     record = dict(BASES[kind])
     for spec in draw(st.lists(st.sampled_from(fields), max_size=3, unique_by=lambda f: f["name"])):
         record[spec["name"]] = draw(_value_of(spec["type"]))

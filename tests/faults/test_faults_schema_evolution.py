@@ -50,7 +50,7 @@ PROBE = {
 }
 T0 = datetime(2024, 3, 1, 12, tzinfo=UTC)
 ITEMS = (OrderItem("s", 1, 9.5),)
-EVENTS = {
+EVENTS: dict[str, OrderEvent | ClickEvent | ProfileEvent] = {
     "order_event": OrderEvent("o1", "c1", "o1", T0, 9.5, "EUR", "paid", 1, ITEMS),
     "click_event": ClickEvent("k1", "c1", "s1", T0, "product_view", "p1", "toys", "Acme", 3.0),
     "customer_profile": ProfileEvent("c1", T0, True, False, None, True, "UTC", "chat", "p1"),
