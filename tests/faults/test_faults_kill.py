@@ -37,6 +37,7 @@ from tests.faults.verdict import OUTPUT_IDS, check_run, expected_outputs
 from tests.support.processes import WorkerProcess, consumer_caught_up
 
 KILLS = 5
+CRASHES = 2  # R6: kills right after outputs appear (bench/faults_long.py does 20)
 FEED_RATE_PER_S = 110.0  # ~49 s of flow: longer than five kill-and-restart rounds
 
 
@@ -113,7 +114,7 @@ def test_a_crash_between_sending_outputs_and_committing_offsets_leaves_only_dupl
     """
     settings = fault_settings()
     half = len(known.events) // 2
-    chunks = list(iter_chunks(known.events[half:], 4))
+    chunks = list(iter_chunks(known.events[half:], CRASHES + 1))
     worker = workers(settings)
     worker.start().wait_ready()
     produce_all(settings, known.events[:half])
@@ -143,7 +144,12 @@ def test_a_crash_between_sending_outputs_and_committing_offsets_leaves_only_dupl
     )
     report(
         "R6",
-        {"events": len(known.events), "kills": 3, "kills_in_window": in_window, **check.summary()},
+        {
+            "events": len(known.events),
+            "kills": CRASHES,
+            "kills_in_window": in_window,
+            **check.summary(),
+        },
     )
     assert in_window >= 1, "no kill landed between the outputs and the offset commit"
     assert check.ok, check.explain()
