@@ -14,6 +14,8 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import subprocess
+import sys
 import time
 from datetime import datetime, timedelta
 from typing import Final
@@ -54,6 +56,24 @@ def state_templates(end: datetime, customers: int = 300, seed: int = 11) -> list
     return templates
 
 
+def fresh_state_templates(end: datetime) -> list[str]:
+    """Return :func:`state_templates` computed by a new interpreter.
+
+    The worker about to restore them imports the scoring core now; this process imported
+    it minutes ago. Built in a child process, the states match the code the worker runs
+    even when someone edited the core during the run.
+    """
+    done = subprocess.run(
+        [sys.executable, __file__, "--templates", end.isoformat()],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    templates: list[str] = json.loads(done.stdout)
+    return templates
+
+
 def changelog_topic(settings: Settings) -> str:
     """Return the name of the worker's customers changelog topic for ``settings``' prefix."""
     return f"{settings.topic_prefix}churnstream-customers-changelog"
@@ -80,7 +100,7 @@ def create_changelog(settings: Settings, partitions: int) -> None:
 async def _produce(
     settings: Settings, customers: int, partitions: int, end: datetime, seed: int
 ) -> int:
-    templates = state_templates(end)
+    templates = fresh_state_templates(end)
     rng = random.Random(seed)
     topic = changelog_topic(settings)
     client = AIOKafkaProducer(bootstrap_servers=settings.broker, acks="all")
@@ -125,3 +145,10 @@ def restored_customer_ids(customers: int, sample: int = 3, seed: int = 5) -> lis
     """Return a few ids :func:`write_changelog` wrote, to ask the score API for."""
     rng = random.Random(seed + 1)
     return [f"r{rng.randrange(customers):08d}" for _ in range(sample)]
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "--templates":
+        print(json.dumps(state_templates(datetime.fromisoformat(sys.argv[2]))))
+    else:
+        sys.exit("usage: restore.py --templates END_ISO_TIME (used by bench/run.py)")

@@ -261,6 +261,7 @@ def compare_states(reference: dict[str, bytes], other: dict[str, bytes]) -> dict
     from streams.core.state import CustomerState
 
     positions = {spec.name: index for index, spec in enumerate(fields(CustomerState))}
+    versions = {json.loads(state)["v"] for state in (*reference.values(), *other.values())}
     identical = order_free_equal = missing = 0
     for customer_id, state in reference.items():
         found = other.get(customer_id)
@@ -275,6 +276,8 @@ def compare_states(reference: dict[str, bytes], other: dict[str, bytes]) -> dict
         "unexpected": len(set(other) - set(reference)),
         "identical": identical,
         "order_free_equal": order_free_equal,
+        # More than one: the state code changed while the bench ran (compare with care).
+        "state_versions": sorted(versions),
     }
 
 
