@@ -11,7 +11,7 @@ from typing import Any, Final
 
 from streams.errors import ValidationError
 
-STATE_VERSION: Final[int] = 3
+STATE_VERSION: Final[int] = 4
 
 # Counters that decay with event time; the group picks the half-life (see ScoringConfig).
 DECAYED_COUNTERS: Final[tuple[tuple[str, str], ...]] = (
@@ -108,6 +108,9 @@ class CustomerState:
     # profiles). A record at or below it was applied before a crash and is skipped, which
     # makes the at-least-once stream apply every event to state exactly once.
     input_offsets: list[int] = field(default_factory=lambda: [-1, -1, -1])
+    # The intervention router's contact history (a ContactState as a dict), kept in the same
+    # record so a crash can never leave the two out of step.
+    contacts: dict[str, Any] | None = None
 
     def counter(self, name: str) -> float:
         """Return the decayed value of counter ``name`` (as of ``decay_anchor_s``)."""

@@ -129,8 +129,9 @@ def wire_agents(worker: Worker) -> None:
             done, window[0] = window[0], Window()
             for partition, last in done.last_event_of.items():
                 with event_context(last):
-                    shell.flush(partition)
+                    # contact histories live in the customers' states: route them in first
                     worker.interventions.flush(partition)
+                    shell.flush(partition)
             # Scores go to a compacted topic: each customer's latest of the window is enough.
             for score in done.scores.values():
                 value = codec.encode("churn_score", score.to_record(), trusted=True)

@@ -21,7 +21,7 @@ from streams.worker.agents import wire_agents
 from streams.worker.delivery import Delivery, register_alert_stream
 from streams.worker.intervene import InterventionShell
 from streams.worker.models import ModelHolder, TrainerShell
-from streams.worker.shell import ScoringShell
+from streams.worker.shell import ContactsInState, ScoringShell
 from streams.worker.uplift_gauges import UpliftGauges
 from streams.worker.web import register_views
 
@@ -130,14 +130,8 @@ def create_worker(settings: Settings, partitions: int) -> Worker:
         partition_of=partitioner(partitions),
         wall_grace_s=settings.wall_grace_s,
     )
-    contacts = app.Table(
-        "contacts",
-        default=None,
-        schema=faust.Schema(key_type=str, key_serializer="json", value_serializer="json"),
-        partitions=partitions,
-    )
     interventions = InterventionShell(
-        contacts,
+        ContactsInState(shell),
         InterventionConfig(holdout_percent=settings.holdout_percent),
         partition_of=partitioner(partitions),
     )

@@ -10,7 +10,7 @@ partition so a partition's watermark only wakes customers that partition owns.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, MutableMapping
+from collections.abc import Callable, Iterable, Iterator, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -180,6 +180,29 @@ class ScoringShell:
         raw = self.store.get(customer_id)
         return None if raw is None else CustomerState.from_dict(raw)
 
+    def contacts_of(self, customer_id: str) -> dict[str, Any] | None:
+        """Return the stored contact history of ``customer_id`` (None if there is none)."""
+        state = self.state_of(customer_id)
+        return None if state is None else state.contacts
+
+    def set_contacts(self, customer_id: str, contacts: dict[str, Any]) -> None:
+        """Store ``contacts`` in the customer's state; it is written with the next flush."""
+        clock = self._clock(self.partition_of(customer_id))
+        state = self._load(clock, customer_id)
+        if state is None:
+            return
+        state.contacts = contacts
+        clock.dirty.add(customer_id)
+
+    def contact_items(self) -> list[tuple[str, dict[str, Any]]]:
+        """Return (customer id, contact history) of every stored customer that has one."""
+        found = []
+        for customer_id, raw in list(self.store.items()):
+            state = self.state_of(customer_id) or CustomerState.from_dict(raw)
+            if state.contacts is not None:
+                found.append((customer_id, state.contacts))
+        return found
+
     def watermark_of(self, partition: int) -> float:
         """Return the watermark of ``partition`` (epoch seconds; -inf before any event)."""
         return self._clock(partition).watermark.current_s
@@ -192,3 +215,32 @@ class ScoringShell:
             if state is not None:
                 found[customer_id] = state
         return found
+
+
+class ContactsInState(MutableMapping[str, Any]):
+    """The contact histories as a mapping over the customers' states (one record each)."""
+
+    def __init__(self, shell: ScoringShell) -> None:
+        self.shell = shell
+
+    def __getitem__(self, customer_id: str) -> Any:
+        contacts = self.shell.contacts_of(customer_id)
+        if contacts is None:
+            raise KeyError(customer_id)
+        return contacts
+
+    def __setitem__(self, customer_id: str, contacts: Any) -> None:
+        self.shell.set_contacts(customer_id, contacts)
+
+    def __delitem__(self, customer_id: str) -> None:
+        self.shell.set_contacts(customer_id, {})
+
+    def __iter__(self) -> Iterator[str]:
+        return iter([customer_id for customer_id, _ in self.shell.contact_items()])
+
+    def __len__(self) -> int:
+        return len(self.shell.contact_items())
+
+    def items(self) -> Any:
+        """Return (customer id, contact history) pairs, read in one pass."""
+        return self.shell.contact_items()

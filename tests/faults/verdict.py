@@ -268,7 +268,8 @@ def as_of_after(events: Sequence[Event]) -> datetime:
 
 # Bookkeeping only a live worker keeps (the last input offset applied per topic): replay
 # reads no Kafka offsets, so these are not compared.
-LIVE_ONLY_STATE_FIELDS: frozenset[str] = frozenset({"input_offsets"})
+# Offsets and contact histories exist only where records come from Kafka and the router runs.
+LIVE_ONLY_STATE_FIELDS: frozenset[str] = frozenset({"input_offsets", "contacts"})
 
 
 @dataclass(frozen=True)
