@@ -63,9 +63,9 @@ def plan_of(args: argparse.Namespace) -> Plan:
         args.customers,
         args.restore_customers,
         20.0,
-        30.0,
-        150.0,
-        args.budget_s or 540.0,
+        25.0,
+        180.0,
+        args.budget_s or 510.0,
     )
 
 

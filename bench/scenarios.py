@@ -11,6 +11,7 @@ import functools
 import importlib.util
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -172,7 +173,7 @@ class Run:
         ]
         child = self.children.python(key, script, args, self.work_dir / f"{key}.log")
         self.log(f"{key}: started {script}")
-        cap_s = min(self.plan.standalone_cap_s, max(10.0, self.remaining_s() - 220.0))
+        cap_s = min(self.plan.standalone_cap_s, max(10.0, self.remaining_s() - 300.0))
         try:
             peak_mb, broker_cpu = self._watch_standalone(child, key, progress_path, cap_s)
         finally:
@@ -230,7 +231,8 @@ class Run:
                 known = sorted({record.customer_id for record in self.input.records})
                 self.step("half_load", lambda: self.half_load(worker, "in-", known))
         finally:
-            settle(worker)  # outputs and changelog writes of the last events still in flight
+            if worker.child.alive() and "full" in self.measured and self.measured["full"].complete:
+                settle(worker)  # outputs and changelog writes of the last events in flight
             self.extra["worker_stop_s"] = worker.stop()
         states = read_customers(self.settings("in-"))
         disk = dir_bytes(data_dir / "worker")
@@ -258,7 +260,7 @@ class Run:
             if profiler is not None and count > 0:
                 profiler.start_once(worker.child.pid, 10.0 if self.args.quick else 30.0)
 
-        cap_s = min(self.plan.full_cap_s, max(30.0, self.remaining_s() - 170.0))
+        cap_s = min(self.plan.full_cap_s, max(30.0, self.remaining_s() - 150.0))
         result = watch_throughput("full", [worker], expected, cap_s, self.broker.pid, tick)
         self.measured["full"] = result
         self.extra["peak_rss_mb"] = round(result.peak_rss_mb or 0.0, 1)
@@ -336,7 +338,7 @@ class Run:
             self.children, "restore", self.bootstrap, "rs-", self.work_dir / "restore"
         )
         try:
-            ready_s = worker.wait_ready(max(60.0, min(300.0, self.remaining_s() - 60.0)))
+            ready_s = worker.wait_ready(max(30.0, min(120.0, self.remaining_s() - 80.0)))
             answers = [
                 worker.get(f"/v1/customers/{cid}/score")[0]
                 for cid in restored_customer_ids(customers)
@@ -350,7 +352,7 @@ class Run:
             primer = encode_records(primer_events(1, self.input.end_time))
             started = time.monotonic()
             produce_records(settings, primer, self.plan.partitions)
-            wait_scored(worker, 1, max(30.0, min(120.0, self.remaining_s() - 90.0)))
+            wait_scored(worker, 1, max(20.0, min(60.0, self.remaining_s() - 80.0)))
             first_s = time.monotonic() - started
             self.extra["restore"]["first_event_after_ready_s"] = round(first_s, 2)
             self.log(f"restore: the first event after ready was scored after {first_s:.1f}s")
@@ -396,15 +398,19 @@ class Run:
         for worker in workers:
             worker.wait_ready(STARTUP_TIMEOUT_S)
         produce_records(settings, records, self.plan.partitions)
-        cap_s = max(20.0, self.remaining_s() - 25.0)
+        # Left for after the cap: stopping both workers (15 s at worst, in parallel), reading
+        # two changelogs and stopping the broker.
+        cap_s = max(20.0, self.remaining_s() - 45.0)
         self.log(f"scale-out: 2 workers ready; {len(records):,} records, cap {cap_s:.0f}s")
         tick = self._progress_logger("scale-out", len(records))
         result = watch_throughput("scale_out", workers, len(records), cap_s, self.broker.pid, tick)
         self.measured["scale_out"] = result
         per_worker = [worker.events_scored() for worker in workers]
-        for worker in workers:
-            settle(worker)
-        self.extra["scale_out_stop_s"] = [worker.stop() for worker in workers]
+        if result.complete:
+            for worker in workers:
+                settle(worker)
+        with ThreadPoolExecutor(max_workers=len(workers)) as pool:
+            self.extra["scale_out_stop_s"] = list(pool.map(BenchWorker.stop, workers))
         committed = committed_total(settings, "so-churnstream")
         check: dict[str, Any] = {
             "records": len(records),
