@@ -68,9 +68,12 @@ def summarize(raw: str, top: int = 20, root_share: float = 60.0) -> dict[str, An
         shares = [(name, round(100.0 * n / total, 1)) for name, n in counter.most_common()]
         return [[name, pct] for name, pct in shares if pct < limit][:top]
 
+    all_samples = sum(threads.values()) or total
     return {
         "samples": total,
-        "threads": share(threads),
+        "threads": [
+            [name, round(100.0 * n / all_samples, 1)] for name, n in threads.most_common(top)
+        ],
         "self": share(own),
         "inclusive": share(inclusive, root_share),
     }
