@@ -60,6 +60,8 @@ class Settings:
     wall_grace_s: float | None = None
     log_json: bool = False
     log_customer_ids: bool = False
+    # HMAC key of the customer id tokens in logs; empty = a random key per process.
+    log_redaction_key: str = field(default="", repr=False)
     kafka_security_protocol: str = "PLAINTEXT"
     kafka_sasl_mechanism: str | None = None
     kafka_sasl_username: str | None = None
@@ -130,6 +132,8 @@ class Settings:
             raise bad("api_tokens", "every token must have at least 16 characters")
         if self.model_secret and len(self.model_secret) < 16:
             raise bad("model_secret", "must have at least 16 characters")
+        if self.log_redaction_key and len(self.log_redaction_key) < 16:
+            raise bad("log_redaction_key", "must have at least 16 characters")
         for url in self.webhook_urls:
             parts = urlsplit(url)
             if parts.scheme not in {"http", "https"} or not parts.hostname:
