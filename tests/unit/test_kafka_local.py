@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from streams.errors import KafkaLauncherError
-from streams.io import kafka_local
+from streams.io import kafka_broker_config, kafka_local
 
 
 def test_missing_java_is_one_clear_error() -> None:
@@ -63,7 +63,7 @@ def test_a_missing_lock_file_names_the_path(tmp_path: Path) -> None:
 
 
 def test_server_properties_listen_on_loopback_only(tmp_path: Path) -> None:
-    text = kafka_local._server_properties(tmp_path, 19092, 19093)
+    text = kafka_broker_config.server_properties(tmp_path, 19092, 19093)
     listeners = [line for line in text.splitlines() if "listeners=" in line]
     assert listeners
     assert all("127.0.0.1" in line for line in listeners)
