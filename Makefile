@@ -3,7 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+BENCH_STAMP := $(VENV)/.installed-bench
 PYTEST_ARGS ?=
+BENCH_ARGS ?=
 
 .DEFAULT_GOAL := help
 .PHONY: help setup prometheus-tools kafka-fetch lint format test test-unit demo bench clean
@@ -17,6 +19,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
+
+# The bench-only extra (quixstreams, py-spy) on top of dev; only `make bench` needs it.
+$(BENCH_STAMP): $(STAMP) pyproject.toml
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	@touch $(BENCH_STAMP)
 
 setup: $(STAMP) prometheus-tools ## create .venv, install the project and promtool (idempotent)
 
@@ -47,8 +54,8 @@ test-unit: setup ## only the tests that need no broker
 demo: setup kafka-fetch ## local broker, topics, events flowing, live output (DEMO_SECONDS=N to stop)
 	$(BIN)/churnstream demo
 
-bench: setup kafka-fetch ## benchmarks; the last line is one JSON object
-	$(BIN)/python bench/run.py
+bench: setup kafka-fetch $(BENCH_STAMP) ## benchmarks (BENCH_ARGS=--quick ...); last line is JSON
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 clean: ## remove the virtualenv and local state (not the jar cache)
 	rm -rf $(VENV) .churnstream .mypy_cache .ruff_cache .pytest_cache
