@@ -17,6 +17,7 @@ from pathlib import Path
 from streams.core.clock import TimerIndex, Watermark
 from streams.core.config import ScoringConfig
 from streams.core.events import Event
+from streams.core.merge import source_of
 from streams.core.model import ChurnModel, FrozenLinearModel, OnlineChurnModel, Trainer
 from streams.core.records import ChurnScore, from_s, to_s
 from streams.core.scoring import StepOutput, process_event, process_timer, score_as_of
@@ -114,7 +115,7 @@ def run_replay(
 ) -> list[ChurnScore]:
     """Return each customer's score as of ``as_of`` after replaying the events before it.
 
-    Events are sorted by event time (ties keep their input order); events at or after
+    Events are sorted by event time (ties: see :func:`sorted_events`); events at or after
     ``as_of`` are not seen, as if the replay had stopped there.
     """
     engine = ReplayEngine(options)
@@ -124,9 +125,14 @@ def run_replay(
 
 
 def sorted_events(events: Iterable[Event], before: datetime | None = None) -> list[Event]:
-    """Return ``events`` (those before ``before``, if given) in stable event-time order."""
+    """Return ``events`` (those before ``before``, if given) in stable event-time order.
+
+    Events at the same time go in input-topic order (clicks, orders, profiles; see
+    :func:`streams.core.merge.source_of`), as a live worker merges its topics; within a
+    topic they keep their input order.
+    """
     kept = [e for e in events if before is None or e.event_time < before]
-    kept.sort(key=lambda event: event.event_time)
+    kept.sort(key=lambda event: (event.event_time, source_of(event)))
     return kept
 
 

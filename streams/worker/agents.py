@@ -15,7 +15,7 @@ import asyncio
 import logging
 import time
 import weakref
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -23,8 +23,10 @@ from typing import TYPE_CHECKING, Any
 
 import faust
 from faust.streams import _current_event
+from faust.types import TP
 
 from streams.core.events import Event
+from streams.core.merge import PartitionMerge
 from streams.core.records import ChurnScore
 from streams.core.scoring import StepOutput
 from streams.errors import DecodeError
@@ -43,6 +45,8 @@ UPLIFT_REFRESH_S = 5.0
 FLUSH_MAX_RECORDS = 2000
 FLUSH_EVERY_S = 0.1
 WALL_TICK_S = 1.0
+# How long a record waits for an input topic that lags behind (Kafka Streams' max.task.idle.ms).
+MERGE_MAX_WAIT_S = 0.5
 OUTPUT_NAMES = ("churn-scores", "risk-changes", "training-examples", "interventions")
 
 
@@ -54,6 +58,16 @@ class Window:
     last_event_of: dict[int, Any] = field(default_factory=dict)
     scores: dict[str, ChurnScore] = field(default_factory=dict)
     started_s: float = field(default_factory=time.monotonic)
+
+
+@dataclass(slots=True)
+class Held:
+    """A decoded record waiting in its partition's event-time merge."""
+
+    event: Any
+    decoded: Event
+    source: int
+    arrival_s: float
 
 
 @contextmanager
@@ -90,6 +104,11 @@ def wire_agents(worker: Worker) -> None:
     # The latest record of each partition (its context lets timers write that partition), and
     # when it arrived.
     seen_partitions: dict[int, tuple[Any, float]] = {}
+    # Each partition's records wait here until the event-time merge of the three input
+    # topics lets them go; the next offset of each input topic partition this agent expects.
+    merges: dict[int, PartitionMerge[Held]] = {}
+    next_unseen: dict[TP, int] = {}
+    source_topics = list(input_names)
     acker: list[Any] = []  # the stream that acknowledges, once the agent runs
     flushing = asyncio.Lock()
     last_uplift_refresh = [0.0]
@@ -127,15 +146,17 @@ def wire_agents(worker: Worker) -> None:
     async def flush() -> None:
         async with flushing:
             done, window[0] = window[0], Window()
+            # Scores go to a compacted topic: each customer's latest of the window is enough.
+            # They are sent before the states that produced them are written, so a crash
+            # between the two re-sends them rather than losing them.
+            for score in done.scores.values():
+                value = codec.encode("churn_score", score.to_record(), trusted=True)
+                await emit("churn-scores", score.customer_id, value)
             for partition, last in done.last_event_of.items():
                 with event_context(last):
                     # contact histories live in the customers' states: route them in first
                     worker.interventions.flush(partition)
                     shell.flush(partition)
-            # Scores go to a compacted topic: each customer's latest of the window is enough.
-            for score in done.scores.values():
-                value = codec.encode("churn_score", score.to_record(), trusted=True)
-                await emit("churn-scores", score.customer_id, value)
             if acker:
                 for event in done.events:
                     await acker[0].ack(event)
@@ -155,20 +176,66 @@ def wire_agents(worker: Worker) -> None:
             await dead_letters.send(key=message.key, value=message.value, headers=headers)
             return None
 
-    async def process(event: Any) -> None:
+    def pending_of(partition: int) -> Callable[[int], bool]:
+        # Whether a source topic's partition may still deliver records this agent has not
+        # seen: the consumer's highwater (from its last fetch) is past the next offset.
+        def pending(source: int) -> bool:
+            tp = TP(source_topics[source], partition)
+            highwater = app.consumer.highwater(tp)
+            if highwater is None:
+                return True
+            next_offset = next_unseen.get(tp)
+            if next_offset is None:
+                # Faust's record of the committed offsets, set when it seeks on assignment.
+                committed = getattr(app.consumer, "_committed_offset", {})
+                next_offset = committed.get(tp) or 0
+            return bool(next_offset < highwater)
+
+        return pending
+
+    async def release(partition: int, merge: PartitionMerge[Held]) -> None:
+        released = merge.release(pending_of(partition), time.monotonic(), MERGE_MAX_WAIT_S)
+        for source in released.gave_up:
+            # Waited long enough: expect nothing more from it until a record arrives.
+            tp = TP(source_topics[source], partition)
+            next_unseen[tp] = max(next_unseen.get(tp, 0), app.consumer.highwater(tp) or 0)
+        for held in released.items:
+            window[0].events.append(held.event)
+            await process(held)
+
+    async def receive(event: Any) -> None:
         arrival_s = time.monotonic()
         message = event.message
+        next_unseen[TP(message.topic, message.partition)] = message.offset + 1
         decoded = await decode(message)
         if decoded is None:
+            window[0].events.append(event)
             return
         if (message.key or b"").decode("utf-8", "replace") != decoded.customer_id:
             # Keyed otherwise: re-key by customer so the customer's partition owns it.
             worker.repartitioned += 1
             worker.metrics.record_repartitioned()
             await resend[message.topic].send(key=decoded.customer_id.encode(), value=message.value)
+            window[0].events.append(event)
             return
         partition = message.partition
-        out = shell.on_event(decoded, partition, source_index[message.topic], message.offset)
+        merge = merges.get(partition)
+        if merge is None:
+            merge = merges[partition] = PartitionMerge()
+        held = Held(event, decoded, source_index[message.topic], arrival_s)
+        merge.add(held.source, decoded.event_time.timestamp(), held)
+        await release(partition, merge)
+
+    async def process(held: Held) -> None:
+        event, decoded = held.event, held.decoded
+        message = event.message
+        partition = message.partition
+        skipped = shell.stats.replayed_skipped
+        out = shell.on_event(decoded, partition, held.source, message.offset)
+        if shell.stats.replayed_skipped != skipped:
+            # Re-delivered after a crash and already in the state: its interventions were
+            # routed (and recorded in the contact history) the first time.
+            return
         routed = worker.interventions.on_step(decoded, out, shell.state_of, partition)
         routed.extend(
             worker.interventions.on_watermark(
@@ -177,19 +244,18 @@ def wire_agents(worker: Worker) -> None:
         )
         current = window[0]
         current.last_event_of[partition] = event
-        seen_partitions[partition] = (event, arrival_s)
+        seen_partitions[partition] = (event, held.arrival_s)
         for score in out.scores:
             current.scores[score.customer_id] = score
         await send_now(out, routed)
-        _observe(worker, out, decoded.event_time.timestamp(), arrival_s)
+        _observe(worker, out, decoded.event_time.timestamp(), held.arrival_s)
 
     @app.agent(inputs, name="score")
     async def score(stream: faust.StreamT[bytes]) -> None:
         quiet = stream.noack()  # type: ignore[attr-defined] # on faust.Stream, not StreamT
         acker[:] = [quiet]
         async for event in quiet.events():
-            window[0].events.append(event)
-            await process(event)
+            await receive(event)
             current = window[0]
             if (
                 len(current.events) >= FLUSH_MAX_RECORDS
@@ -199,7 +265,11 @@ def wire_agents(worker: Worker) -> None:
 
     @app.timer(interval=FLUSH_EVERY_S)  # type: ignore[untyped-decorator] # faust's is untyped
     async def flush_quiet_window() -> None:
-        # When records stop arriving, the open window is flushed here.
+        # Records held for the event-time merge go once their wait is over; when records
+        # stop arriving, the open window is flushed here.
+        for partition, merge in list(merges.items()):
+            if merge.held:
+                await release(partition, merge)
         if window[0].events and time.monotonic() - window[0].started_s >= FLUSH_EVERY_S:
             await flush()
 
@@ -233,6 +303,8 @@ def wire_agents(worker: Worker) -> None:
         # rebalance: forget their unwritten effects and do not acknowledge them.
         window[0] = Window()
         seen_partitions.clear()
+        merges.clear()
+        next_unseen.clear()
         shell.forget_partitions()
         worker.interventions.forget_partitions()
 

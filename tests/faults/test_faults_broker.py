@@ -21,14 +21,6 @@ from tests.faults.harness import EndOffsets, StreamFeeder, report, wait_caught_u
 from tests.faults.verdict import OUTPUT_IDS, check_run, expected_outputs
 from tests.support.processes import WorkerProcess, wait_for
 
-# Open (issue 7): the re-delivered records after a crash re-decide some interventions with a
-# different content under the same intervention_id; scores, risk changes, training examples
-# and the customers' state are exact. These tests still report their numbers.
-OPEN_INTERVENTION_CONFLICT = (
-    "after a crash some interventions are re-decided with another content under the same id"
-)
-
-
 FEED_RATE_PER_S = 200.0
 
 
@@ -43,10 +35,6 @@ def own_broker(tmp_path: Path) -> Iterator[Path]:
         kafka_local.broker_down(data_dir)
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason=OPEN_INTERVENTION_CONFLICT,
-)
 def test_the_worker_recovers_by_itself_when_the_broker_dies_mid_stream(
     own_broker: Path,
     workers: Callable[..., WorkerProcess],

@@ -19,8 +19,6 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 
-import pytest
-
 from streams.settings import Settings
 from tests.faults.conftest import Baseline, KnownStream
 from tests.faults.harness import (
@@ -37,14 +35,6 @@ from tests.faults.harness import (
 )
 from tests.faults.verdict import OUTPUT_IDS, check_run, expected_outputs
 from tests.support.processes import WorkerProcess, consumer_caught_up
-
-# Open (issue 7): the re-delivered records after a crash re-decide some interventions with a
-# different content under the same intervention_id; scores, risk changes, training examples
-# and the customers' state are exact. These tests still report their numbers.
-OPEN_INTERVENTION_CONFLICT = (
-    "after a crash some interventions are re-decided with another content under the same id"
-)
-
 
 KILLS = 5
 CRASHES = 2  # R6: kills right after outputs appear (bench/faults_long.py does 20)
@@ -68,10 +58,6 @@ def test_an_undisturbed_worker_matches_per_partition_replay(
     assert baseline.outputs.counts()["risk-changes"] > 0
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason=OPEN_INTERVENTION_CONFLICT,
-)
 def test_kill_9_the_worker_repeatedly_while_the_stream_flows(
     fault_settings: Callable[..., Settings],
     workers: Callable[..., WorkerProcess],
@@ -114,10 +100,6 @@ def test_kill_9_the_worker_repeatedly_while_the_stream_flows(
     assert check.ok, check.explain()
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason=OPEN_INTERVENTION_CONFLICT,
-)
 def test_a_crash_between_sending_outputs_and_committing_offsets_leaves_only_duplicates(
     fault_settings: Callable[..., Settings],
     workers: Callable[..., WorkerProcess],

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import pytest
-
 from streams.settings import Settings
 from tests.faults.conftest import Baseline, KnownStream
 from tests.faults.harness import (
@@ -32,15 +30,6 @@ def _consumed(worker: WorkerProcess) -> float:
     return metric_sum(exposition, "churnstream_events_consumed_total") if status == 200 else 0.0
 
 
-# Open (issue 7): records re-delivered after a rebalance or crash re-decide some
-# interventions with another content under the same intervention_id; scores, risk changes,
-# training examples and the customers' state are exact. The test still reports its numbers.
-OPEN_INTERVENTION_CONFLICT = (
-    "after a crash some interventions are re-decided with another content under the same id"
-)
-
-
-@pytest.mark.xfail(strict=False, reason=OPEN_INTERVENTION_CONFLICT)
 def test_scaling_one_two_one_workers_mid_stream_loses_and_starves_nothing(
     fault_settings: Callable[..., Settings],
     workers: Callable[..., WorkerProcess],

@@ -1,29 +1,24 @@
 """R2 with the project's own sample stream: customers whose events span the three topics.
 
-The fault tests use the aligned known stream (one input topic per partition, see
-tests/faults/harness.py) because of what this test shows: a live worker does *not* end in
-the state replay computes once a customer's events, or a partition's events, are spread over
-clickstream, orders and customer-profiles. Faust consumes the three topics round-robin by
-record count, not by event time, and a partition's watermark is the maximum over all three:
+The other fault tests use the aligned known stream (one input topic per partition, see
+tests/faults/harness.py). This one spreads every customer's events over clickstream, orders
+and customer-profiles and produces them all before the worker starts (a backlog). Faust
+consumes the three topics round-robin by fetch, not by event time, and a partition's
+watermark is the maximum over all three; without the worker's event-time merge of its input
+topics (streams/core/merge.py, as Kafka Streams' PartitionGroup):
 
 - with a backlog (a start, a restart after a crash, a lagging topic) the topic that is read
   faster pushes the watermark ahead; silence timers of customers on the slower topic fire
   early, and their own later-arriving events are then folded in as *late* events;
 - a customer's click and the order that followed it can be applied in the other order.
 
-The final score at a common as-of time happens to agree for a prior-only model (it reads
-only order history), which is why tests/integration/test_worker_pipeline.py passes; the
-states (visit counters, sessions, preferences, pending snapshots) do not, and neither do the
-intermediate scores and risk changes. Expected to fail until the worker merges its input
-topics by event time per partition (Kafka Streams' timestamp-ordered PartitionGroup with
-max.task.idle.ms) or the inputs share one topic; see tests/faults/README.md.
+The states (visit counters, sessions, preferences, pending snapshots) then differ from
+replay's, and so do intermediate scores and risk changes. With the merge they are equal.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-
-import pytest
 
 from streams.io.avro import default_codec
 from streams.settings import Settings
@@ -33,11 +28,6 @@ from tests.faults.verdict import as_of_after, changelog_states, compare_states, 
 from tests.support.processes import WorkerProcess
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known bug: live order across input topics is Faust's round-robin, not event time "
-    "(tests/faults/README.md, 'Cross-topic order')",
-)
 def test_a_backlog_of_the_sample_stream_ends_in_the_state_replay_computes(
     fault_settings: Callable[..., Settings],
     workers: Callable[..., WorkerProcess],
