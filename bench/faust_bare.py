@@ -1,9 +1,10 @@
 """Scenario (b): a bare Faust agent that only counts the input records, the framework's ceiling.
 
 Usage: ``python bench/faust_bare.py --broker B --topics T1,T2,T3 --expected N --progress FILE
---group APP_ID --state-dir DIR``. The app uses the worker's consumer settings (raw
-serializers, commit every 1000 records or 1 s) so the difference to the worker is the work
-done per event, not configuration.
+--group APP_ID --state-dir DIR``. The app uses the worker's app class and consumer settings
+(streams/worker/tuning.py: short fetch waits, quiet monitor, uvloop; raw serializers, commit
+every 1000 records or 1 s) so the difference to the worker is the work done per event, not
+configuration.
 """
 
 from __future__ import annotations
@@ -16,12 +17,15 @@ from typing import Any
 import faust
 from benchkit import Progress, scenario_args
 
+from streams.worker.tuning import TunedApp, use_uvloop
+
 
 def bench_app(args: argparse.Namespace, store: str) -> faust.App:
     """Return a Faust app configured like the churnstream worker, without its web server."""
+    use_uvloop()  # before the app exists, as the worker does
     state_dir: Path = args.state_dir
     state_dir.mkdir(parents=True, exist_ok=True)
-    return faust.App(
+    return TunedApp(
         args.group,
         broker=f"kafka://{args.broker}",
         store=store,

@@ -1,6 +1,6 @@
 """``make bench``: churnstream's throughput, latency, restore and state size in one run.
 
-Usage: ``python bench/run.py [--quick] [--profile] [--budget-s S] [--keep]``
+Usage: ``python bench/run.py [--quick] [--profile] [--budget-s S] [--keep] [--only STEPS]``
 
 Starts its own local Kafka broker (a temporary data dir), produces the input once (Avro,
 keyed by customer id, 4 partitions), then runs, one after another, each as its own process:
@@ -84,6 +84,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--no-simulator", action="store_true", help="use the bench generator")
     parser.add_argument("--fresh-input", action="store_true", help="ignore the input cache")
     parser.add_argument("--keep", action="store_true", help="keep the temporary data dir")
+    parser.add_argument(
+        "--only",
+        default="",
+        help="comma-separated steps to run (raw,bare,naive,quix,full,restore,scale_out); "
+        "for development: the targets need them all",
+    )
     return parser.parse_args(argv)
 
 

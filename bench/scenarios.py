@@ -127,16 +127,22 @@ class Run:
     def execute(self) -> None:
         """Run every step in order."""
         self.prepare_input()
+        only = set(self.args.only.split(",")) if self.args.only else None
         for key, script, extra in (
             ("raw", "aiokafka_raw.py", []),
             ("bare", "faust_bare.py", []),
             ("naive", "faust_naive.py", ["--prefix", "in-"]),
             ("quix", "quix_peer.py", ["--prefix", "in-"]),
         ):
-            self.step(key, functools.partial(self.standalone_retried, key, script, extra))
-        self.step("full", self.full_worker)
-        self.step("restore", self.restore)
-        self.step("scale_out", self.scale_out)
+            if only is None or key in only:
+                self.step(key, functools.partial(self.standalone_retried, key, script, extra))
+        for key, action in (
+            ("full", self.full_worker),
+            ("restore", self.restore),
+            ("scale_out", self.scale_out),
+        ):
+            if only is None or key in only:
+                self.step(key, action)
         self.extra["wall_s"] = round(time.monotonic() - self.started, 1)
 
     def prepare_input(self) -> None:

@@ -68,6 +68,7 @@ class Held:
     decoded: Event
     source: int
     arrival_s: float
+    generation: int
 
 
 @contextmanager
@@ -109,6 +110,11 @@ def wire_agents(worker: Worker) -> None:
     merges: dict[int, PartitionMerge[Held]] = {}
     next_unseen: dict[TP, int] = {}
     source_topics = list(input_names)
+    # Input partitions this worker owns; records of others still in Faust's buffers after a
+    # rebalance are left for their new owner (not processed, not acknowledged). The
+    # generation changes at every revoke: records received before it are dropped too.
+    owned: set[TP] = set()
+    generation = [0]
     acker: list[Any] = []  # the stream that acknowledges, once the agent runs
     flushing = asyncio.Lock()
     last_uplift_refresh = [0.0]
@@ -200,14 +206,22 @@ def wire_agents(worker: Worker) -> None:
             tp = TP(source_topics[source], partition)
             next_unseen[tp] = max(next_unseen.get(tp, 0), app.consumer.highwater(tp) or 0)
         for held in released.items:
+            if held.generation != generation[0]:
+                return  # a rebalance happened while an earlier record was being sent
             window[0].events.append(held.event)
             await process(held)
 
     async def receive(event: Any) -> None:
         arrival_s = time.monotonic()
         message = event.message
-        next_unseen[TP(message.topic, message.partition)] = message.offset + 1
+        tp = TP(message.topic, message.partition)
+        if tp not in owned:
+            return
+        received_in = generation[0]
+        next_unseen[tp] = message.offset + 1
         decoded = await decode(message)
+        if received_in != generation[0]:
+            return
         if decoded is None:
             window[0].events.append(event)
             return
@@ -222,7 +236,7 @@ def wire_agents(worker: Worker) -> None:
         merge = merges.get(partition)
         if merge is None:
             merge = merges[partition] = PartitionMerge()
-        held = Held(event, decoded, source_index[message.topic], arrival_s)
+        held = Held(event, decoded, source_index[message.topic], arrival_s, received_in)
         merge.add(held.source, decoded.event_time.timestamp(), held)
         await release(partition, merge)
 
@@ -283,7 +297,10 @@ def wire_agents(worker: Worker) -> None:
             async with flushing:
                 current = window[0]
                 idle_since = time.monotonic() - WALL_TICK_S
+                ticking = generation[0]
                 for partition, (last, arrived_s) in list(seen_partitions.items()):
+                    if generation[0] != ticking:
+                        break  # revoked while sending: these partitions may be someone else's
                     if arrived_s > idle_since:
                         continue
                     out = shell.on_wall_tick(partition, time.time())
@@ -301,12 +318,20 @@ def wire_agents(worker: Worker) -> None:
     def on_revoked(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         # Unflushed records are re-delivered from the committed offsets after the
         # rebalance: forget their unwritten effects and do not acknowledge them.
+        generation[0] += 1
+        owned.clear()
         window[0] = Window()
         seen_partitions.clear()
         merges.clear()
         next_unseen.clear()
         shell.forget_partitions()
         worker.interventions.forget_partitions()
+
+    @app.on_partitions_assigned.connect
+    def on_assigned(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        assigned = args[0] if args else kwargs.get("assigned", set())
+        owned.clear()
+        owned.update(tp for tp in assigned if tp.topic in source_index)
 
     @app.on_before_shutdown.connect
     async def on_shutdown(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:

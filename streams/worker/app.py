@@ -22,6 +22,7 @@ from streams.worker.delivery import Delivery, register_alert_stream
 from streams.worker.intervene import InterventionShell
 from streams.worker.models import ModelHolder, TrainerShell
 from streams.worker.shell import ContactsInState, ScoringShell
+from streams.worker.tuning import TunedApp
 from streams.worker.uplift_gauges import UpliftGauges
 from streams.worker.web import register_views
 
@@ -91,7 +92,7 @@ def create_worker(settings: Settings, partitions: int) -> Worker:
         )
         raise ChurnstreamError(msg)
     (settings.data_dir / "worker").mkdir(parents=True, exist_ok=True)
-    app = faust.App(
+    app = TunedApp(
         f"{settings.topic_prefix}churnstream",
         broker=[f"kafka://{server}" for server in settings.broker.split(",")],
         broker_credentials=_broker_credentials(settings),

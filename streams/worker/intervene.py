@@ -71,11 +71,18 @@ class InterventionShell:
     def _timers(self, partition: int) -> TimerIndex:
         timers = self.releases.get(partition)
         if timers is None:
-            timers = TimerIndex(self.timer_bucket_s)
+            # One pass over the store rebuilds every partition that has no timers yet
+            # (partitions that have them are live and may be ahead of the store).
+            fresh: dict[int, TimerIndex] = {partition: TimerIndex(self.timer_bucket_s)}
             for customer_id, raw in list(self.contacts.items()):
-                if self.partition_of(customer_id) == partition:
-                    timers.schedule(customer_id, ContactState.from_dict(raw).next_release_s())
-            self.releases[partition] = timers
+                owner = self.partition_of(customer_id)
+                if owner in self.releases:
+                    continue
+                if owner not in fresh:
+                    fresh[owner] = TimerIndex(self.timer_bucket_s)
+                fresh[owner].schedule(customer_id, ContactState.from_dict(raw).next_release_s())
+            self.releases.update(fresh)
+            timers = fresh[partition]
         return timers
 
     def _load(self, customer_id: str) -> ContactState | None:

@@ -42,7 +42,9 @@ def run_worker(settings: Settings, loglevel: str = "info") -> int:
     from streams.io.kafka_clients import check_login
     from streams.logging_setup import logging_dict_config
     from streams.worker.app import create_worker
+    from streams.worker.tuning import use_uvloop
 
+    use_uvloop()  # before the app exists: its loops (and the consumer thread's) are uvloop's
     check_login(settings)  # a refused SASL login is one clear error, not endless retries
     partitions = input_partitions(settings)
     worker = create_worker(settings, partitions)

@@ -79,22 +79,36 @@ class ScoringShell:
     def _clock(self, partition: int) -> PartitionClock:
         clock = self.clocks.get(partition)
         if clock is None:
-            clock = self._rebuild(partition)
-            self.clocks[partition] = clock
+            self._rebuild()
+            clock = self.clocks.get(partition)
+            if clock is None:  # the store holds nobody of this partition yet
+                clock = self.clocks[partition] = self._empty_clock()
         return clock
 
-    def _rebuild(self, partition: int) -> PartitionClock:
-        """Return the clock of ``partition`` rebuilt from the states the store holds for it."""
-        timers = TimerIndex(self.timer_bucket_s)
-        watermark = Watermark(grace_s=self.wall_grace_s or 0.0)
+    def _empty_clock(self) -> PartitionClock:
+        return PartitionClock(
+            Watermark(grace_s=self.wall_grace_s or 0.0), TimerIndex(self.timer_bucket_s)
+        )
+
+    def _rebuild(self) -> None:
+        """Rebuild, in one pass over the store, the clock of every partition without one.
+
+        Partitions that have a clock are live (their cache may be ahead of the store): they
+        are left alone.
+        """
+        fresh: dict[int, PartitionClock] = {}
         for customer_id, raw in list(self.store.items()):
-            if self.partition_of(customer_id) != partition:
+            partition = self.partition_of(customer_id)
+            if partition in self.clocks:
                 continue
+            clock = fresh.get(partition)
+            if clock is None:
+                clock = fresh[partition] = self._empty_clock()
             state = CustomerState.from_dict(raw)
-            timers.schedule(customer_id, state.next_wake_s)
-            watermark.observe(state.clock_s)
+            clock.timers.schedule(customer_id, state.next_wake_s)
+            clock.watermark.observe(state.clock_s)
             self.stats.rebuilt_customers += 1
-        return PartitionClock(watermark, timers)
+        self.clocks.update(fresh)
 
     def _load(self, clock: PartitionClock, customer_id: str) -> CustomerState | None:
         state = clock.cache.get(customer_id)
