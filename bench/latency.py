@@ -83,7 +83,11 @@ async def _run(
     drain_s: float,
 ) -> LatencyResult:
     topic = settings.topic("risk-changes")
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.broker, enable_auto_commit=False)
+    # A downstream consumer that wants low latency asks for short fetch waits: aiokafka's
+    # default (500 ms) parks a fetch that leaves out partitions whose records it still holds.
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.broker, enable_auto_commit=False, fetch_max_wait_ms=10
+    )
     producer = AIOKafkaProducer(bootstrap_servers=settings.broker, acks="all", linger_ms=0)
     await consumer.start()
     await producer.start()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from dataclasses import dataclass, field
 from typing import Any
@@ -56,6 +57,9 @@ class Worker:
 def partitioner(partitions: int) -> Any:
     """Return ``customer_id -> partition``, the same murmur2 hash Kafka producers use."""
 
+    # kafka-python's murmur2 is pure Python (a few µs): the worker asks several times per
+    # record, so recent answers are remembered.
+    @functools.lru_cache(maxsize=1 << 16)
     def partition_of(customer_id: str) -> int:
         return int((murmur2(customer_id.encode("utf-8")) & 0x7FFFFFFF) % partitions)
 

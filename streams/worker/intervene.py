@@ -14,14 +14,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from streams.core.clock import TimerIndex
-from streams.core.events import Event, OrderEvent
+from streams.core.events import ClickEvent, Event, OrderEvent
 from streams.core.intervention_config import InterventionConfig
 from streams.core.interventions import ContactState, Intervention, release_deferred, route
 from streams.core.records import RiskChange, to_s
 from streams.core.scoring import StepOutput
+from streams.core.segments import plans_for_event
 from streams.core.state import CustomerState
 from streams.core.uplift import UpliftTracker, decision_from_record
-from streams.worker.shell import StateStore
+from streams.worker.shell import ContactsInState, StateStore
 
 
 @dataclass(slots=True)
@@ -85,11 +86,14 @@ class InterventionShell:
             timers = fresh[partition]
         return timers
 
-    def _load(self, customer_id: str) -> ContactState | None:
+    def _load(self, customer_id: str, state: CustomerState | None = None) -> ContactState | None:
         cached = self.cache.get(customer_id)
         if cached is not None:
             return cached
-        raw = self.contacts.get(customer_id)
+        if state is not None and isinstance(self.contacts, ContactsInState):
+            raw = state.contacts  # the history lives in the state the caller holds
+        else:
+            raw = self.contacts.get(customer_id)
         if raw is None:
             return None
         contacts = ContactState.from_dict(raw)
@@ -133,7 +137,9 @@ class InterventionShell:
             state = states(customer_id)
             if state is None:
                 continue
-            contacts = self._load(customer_id)
+            contacts = self._load(customer_id, state)
+            if contacts is None and not changes and not _may_route(event, self.config):
+                continue  # most clicks: nothing deferred, nothing to decide, nothing to store
             known = (None, 0) if contacts is None else (contacts.currency, len(contacts.deferred))
             now_s = state.clock_s
             if contacts is not None:
@@ -179,3 +185,14 @@ class InterventionShell:
             routed.expired += len(expired)
         self.uplift.advance(watermark_s)
         return routed
+
+
+def _may_route(event: Event, config: InterventionConfig) -> bool:
+    """Return whether routing ``event`` can decide or store anything without risk changes.
+
+    An order always can (it records the customer's currency); a click only if it is a
+    trigger (a low rating); a profile change never.
+    """
+    if isinstance(event, OrderEvent):
+        return True
+    return isinstance(event, ClickEvent) and bool(plans_for_event(event, config))

@@ -246,6 +246,11 @@ class ContactsInState(MutableMapping[str, Any]):
     def __setitem__(self, customer_id: str, contacts: Any) -> None:
         self.shell.set_contacts(customer_id, contacts)
 
+    def get(self, customer_id: str, default: Any = None) -> Any:
+        """Return the contact history of ``customer_id``, or ``default`` (no KeyError raised)."""
+        contacts = self.shell.contacts_of(customer_id)
+        return default if contacts is None else contacts
+
     def __delitem__(self, customer_id: str) -> None:
         self.shell.set_contacts(customer_id, {})
 
