@@ -76,6 +76,8 @@ class Metrics:
     worker_ready: Gauge
     model_health: ModelHealth
     _consumed_by_topic: dict[str, Any] = field(default_factory=dict)
+    _scores_by_band: dict[str, Any] = field(default_factory=dict)
+    _changes_by_bands: dict[tuple[str | None, str], Any] = field(default_factory=dict)
     _lag_keys: set[tuple[str, str]] = field(default_factory=set)
 
     @classmethod
@@ -220,7 +222,11 @@ class Metrics:
 
     def observe_score(self, band: str, event_to_score_s: float | None = None) -> None:
         """Count a score in ``band``; observe its event-time latency when an event caused it."""
-        self.scores.labels(band=band).inc()
+        # Cached children, as for events_consumed: this runs once per score.
+        child = self._scores_by_band.get(band)
+        if child is None:
+            child = self._scores_by_band[band] = self.scores.labels(band=band)
+        child.inc()
         if event_to_score_s is not None:
             # Producers' clocks may run ahead of ours: a negative latency is a zero one.
             self.event_to_score_seconds.observe(max(0.0, event_to_score_s))
@@ -229,7 +235,11 @@ class Metrics:
         self, from_band: str | None, to_band: str, arrival_to_change_s: float
     ) -> None:
         """Count a band change and how long after its record's arrival it was sent."""
-        self.risk_changes.labels(from_band=from_band or NO_BAND, to_band=to_band).inc()
+        child = self._changes_by_bands.get((from_band, to_band))
+        if child is None:
+            child = self.risk_changes.labels(from_band=from_band or NO_BAND, to_band=to_band)
+            self._changes_by_bands[from_band, to_band] = child
+        child.inc()
         self.arrival_to_risk_change_seconds.observe(max(0.0, arrival_to_change_s))
 
     def dead_letter(self, reason: str) -> None:

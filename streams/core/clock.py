@@ -67,7 +67,15 @@ class TimerIndex:
     (1, 99.0)
     """
 
-    __slots__ = ("_bucket_s", "_buckets", "_due", "_heap", "_in_heap")
+    __slots__ = (
+        "_bucket_s",
+        "_buckets",
+        "_due",
+        "_heap",
+        "_in_heap",
+        "_partial_bucket",
+        "_partial_min_s",
+    )
 
     def __init__(self, bucket_s: float = 60.0) -> None:
         if bucket_s <= 0:
@@ -79,6 +87,11 @@ class TimerIndex:
         # A bucket id sits in the heap at most once; emptied buckets stay as stale heap
         # entries until their time comes, which bounds the heap by distinct buckets.
         self._in_heap: set[int] = set()
+        # The watermark's bucket after a pop_due that left part of it, and a lower bound of
+        # the due times in it: until the watermark reaches that bound nothing can be due, so
+        # the many calls within one bucket skip re-scanning its members.
+        self._partial_bucket: int | None = None
+        self._partial_min_s = math.inf
 
     @classmethod
     def rebuild(
@@ -100,34 +113,44 @@ class TimerIndex:
 
     def schedule(self, customer_id: str, due_s: float | None) -> None:
         """Set (or with None, clear) the one timer of ``customer_id``."""
-        old = self._due.get(customer_id)
+        due = self._due
+        old = due.get(customer_id)
         if old == due_s:
             return
+        buckets = self._buckets
+        bucket_s = self._bucket_s
         if old is not None:
-            members = self._buckets.get(self._bucket(old))
+            members = buckets.get(math.floor(old / bucket_s))
             if members is not None:
                 members.discard(customer_id)
-            del self._due[customer_id]
+            del due[customer_id]
         if due_s is None:
             return
-        self._due[customer_id] = due_s
-        bucket = self._bucket(due_s)
-        members = self._buckets.get(bucket)
+        due[customer_id] = due_s
+        bucket = math.floor(due_s / bucket_s)
+        members = buckets.get(bucket)
         if members is None:
-            self._buckets[bucket] = {customer_id}
+            buckets[bucket] = {customer_id}
         else:
             members.add(customer_id)
+        if bucket == self._partial_bucket and due_s < self._partial_min_s:
+            self._partial_min_s = due_s
         if bucket not in self._in_heap:
             self._in_heap.add(bucket)
             heapq.heappush(self._heap, bucket)
 
     def pop_due(self, watermark_s: float) -> list[tuple[float, str]]:
         """Return and remove the timers due at or before ``watermark_s``, in (due, id) order."""
-        limit = self._bucket(watermark_s)
+        heap = self._heap
+        limit = math.floor(watermark_s / self._bucket_s)
+        if not heap or heap[0] > limit:
+            return []  # the common case (called after every event): nothing is due
+        if heap[0] == limit == self._partial_bucket and watermark_s < self._partial_min_s:
+            return []  # only the watermark's own bucket is left, and none of it is due yet
         due: list[tuple[float, str]] = []
         partial: set[str] = set()
-        while self._heap and self._heap[0] <= limit:
-            bucket = heapq.heappop(self._heap)
+        while heap and heap[0] <= limit:
+            bucket = heapq.heappop(heap)
             self._in_heap.discard(bucket)
             members = self._buckets.pop(bucket, None)
             if not members:
@@ -143,9 +166,10 @@ class TimerIndex:
             # Only the watermark's own bucket can be partly due; put its rest back.
             self._buckets[limit] = partial
             self._in_heap.add(limit)
-            heapq.heappush(self._heap, limit)
+            heapq.heappush(heap, limit)
+            self._partial_bucket = limit
+            self._partial_min_s = min([self._due[customer_id] for customer_id in partial])
+        else:
+            self._partial_bucket = None
         due.sort()
         return due
-
-    def _bucket(self, due_s: float) -> int:
-        return math.floor(due_s / self._bucket_s)

@@ -156,7 +156,8 @@ def _fail(field: str, message: str) -> ValidationError:
 
 def _id(raw: Mapping[str, Any], field: str) -> str:
     value = raw[field]
-    if not isinstance(value, str) or not value.strip():
+    # "empty or only whitespace", as ``not value.strip()`` but without building a copy
+    if not isinstance(value, str) or not value or value.isspace():
         raise _fail(field, f"must be a non-empty string, got {value!r}")
     if len(value) > MAX_ID_LENGTH:
         raise _fail(field, f"longer than {MAX_ID_LENGTH} characters")
@@ -200,6 +201,8 @@ def parse_event_time(value: Any, field: str = "event_time") -> datetime:
     '2024-03-01T12:00:00+00:00'
     """
     if isinstance(value, datetime):
+        if value.tzinfo is UTC and not value.microsecond % 1000:
+            return value  # already aware UTC in whole ms (what the Avro decoder gives)
         parsed = value
     elif isinstance(value, str):
         try:
@@ -344,9 +347,9 @@ def event_from_dict(
     kind = event_type if event_type is not None else raw.get("event_type")
     if not isinstance(kind, str) or kind not in _REQUIRED:
         raise _fail("event_type", f"must be one of {sorted(_REQUIRED)}, got {kind!r}")
-    allowed = {"event_type", *_REQUIRED[kind], *_OPTIONAL[kind]}
-    unknown = set(raw) - allowed
-    if unknown:
+    allowed = EVENT_FIELDS[kind]
+    if not allowed.issuperset(raw):
+        unknown = set(raw) - allowed
         raise _fail(sorted(unknown)[0], f"is not a field of a {kind} event")
     for field in _REQUIRED[kind]:
         if raw.get(field) is None:

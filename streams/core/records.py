@@ -6,9 +6,9 @@ aware UTC datetimes, bands are strings. Ids are deterministic so downstream can 
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from hashlib import blake2b
 from typing import Any
 
 SECONDS_PER_DAY = 86_400.0
@@ -41,8 +41,8 @@ def stable_id(*parts: object) -> str:
     >>> stable_id("a", 1) == stable_id("a", 1) != stable_id("a", 2)
     True
     """
-    text = "\x1f".join(str(part) for part in parts)
-    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+    text = "\x1f".join(map(str, parts))
+    return blake2b(text.encode(), digest_size=16).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)

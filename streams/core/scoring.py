@@ -171,13 +171,18 @@ def _score(
     if features is None:
         features = compute_features(state, now_s, prior_of(state, now_s, config))
     learned = model.examples_learned
-    model_p = model.predict_proba(features)
-    if learned < config.prior_blend_examples:
+    if learned == 0 and config.prior_blend_examples > 0:
+        # The model's share of the blend below is 0.0: skip predicting what it multiplies
+        # (0.0 * p + 1.0 * c is c for every probability p, so the score is the same).
+        score = _cold_start(features, config)
+    elif learned < config.prior_blend_examples:
         # Until enough labels arrived the prior keeps a share of the vote.
         weight = learned / config.prior_blend_examples
-        score = weight * model_p + (1.0 - weight) * _cold_start(features, config)
+        score = weight * model.predict_proba(features) + (1.0 - weight) * _cold_start(
+            features, config
+        )
     else:
-        score = model_p
+        score = model.predict_proba(features)
     contributions_of = getattr(model, "contributions", None)
     contributions = contributions_of(features) if learned > 0 and contributions_of else None
     reasons = explain(state, now_s, contributions, config.max_reasons)
@@ -252,28 +257,34 @@ def _next_wake(state: CustomerState, config: ScoringConfig) -> float | None:
         state.last_order_s or state.first_seen_s, state.last_visit_s or state.first_seen_s
     )
     max_silence_s = config.max_silence_days * _DAY_S
-    candidates: list[float] = []
-    resolution_s = next_resolution_s(state, config.horizon_s)
-    if resolution_s is not None:
-        candidates.append(resolution_s)
-    if state.next_snapshot_s - last_active_s <= max_silence_s:
-        candidates.append(state.next_snapshot_s)
+    # The earliest of the candidates, as min() of them would pick it (the first on ties).
+    best = next_resolution_s(state, config.horizon_s) if state.pending else None
+    snapshot_s = state.next_snapshot_s
+    if snapshot_s - last_active_s <= max_silence_s and (best is None or snapshot_s < best):
+        best = snapshot_s
     milestone_s = _next_milestone(state, now_s, config)
-    if milestone_s is not None and milestone_s - last_active_s <= max_silence_s:
-        candidates.append(milestone_s)
-    return min(candidates) if candidates else None
+    if (
+        milestone_s is not None
+        and milestone_s - last_active_s <= max_silence_s
+        and (best is None or milestone_s < best)
+    ):
+        best = milestone_s
+    return best
 
 
 def _next_milestone(state: CustomerState, now_s: float, config: ScoringConfig) -> float | None:
     anchor_s = state.last_order_s if state.last_order_s is not None else state.first_seen_s
     best: float | None = None
-    offsets_days = list(config.silence_days)
-    if state.order_gap_days:
-        offsets_days.extend(k * state.order_gap_days for k in config.silence_gap_multiples)
-    for offset_days in offsets_days:
+    for offset_days in config.silence_days:
         due_s = anchor_s + offset_days * _DAY_S
         if due_s > now_s and (best is None or due_s < best):
             best = due_s
+    order_gap_days = state.order_gap_days
+    if order_gap_days:
+        for multiple in config.silence_gap_multiples:
+            due_s = anchor_s + multiple * order_gap_days * _DAY_S
+            if due_s > now_s and (best is None or due_s < best):
+                best = due_s
     if state.last_visit_s is not None and state.visit_gap_days:
         for multiple in config.silence_gap_multiples:
             due_s = state.last_visit_s + 2 * multiple * state.visit_gap_days * _DAY_S

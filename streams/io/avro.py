@@ -57,6 +57,11 @@ class AvroCodec:
             name: _HEADER.pack(MAGIC_BYTE, version.schema_id)
             for name, version in self.registry.current.items()
         }
+        # schema id -> the parsed reader schema to resolve it to (None: read as written)
+        self._readers: dict[int, Any] = {}
+        for schema_id, writer in self.registry.by_id.items():
+            reader = self.registry.current.get(writer.name)
+            self._readers[schema_id] = None if reader is writer or reader is None else reader.parsed
 
     @property
     def topic_schemas(self) -> Mapping[str, str | None]:
@@ -110,13 +115,10 @@ class AvroCodec:
             self.registry.latest(expected)  # an unknown expected name is a programming error
             msg = f"schema id {writer.schema_id} is {writer.name!r}, expected {expected!r}"
             raise DecodeError(msg, "schema_mismatch")
-        reader = self.registry.current[writer.name]
         body = BytesIO(data)
         body.seek(HEADER_SIZE)
         try:
-            record = schemaless_reader(
-                body, writer.parsed, None if reader is writer else reader.parsed
-            )
+            record = schemaless_reader(body, writer.parsed, self._readers[writer.schema_id])
         # fastavro raises EOFError, IndexError, ValueError, UnicodeDecodeError, OverflowError,
         # MemoryError, SchemaResolutionError, ... on corrupt bodies: each means a bad record.
         except Exception as exc:
@@ -166,7 +168,8 @@ class AvroCodec:
         # A newer writer's schema may carry fields this reader does not use yet (an
         # allowed, compatible change): drop them. Only the events file is strict about them.
         known = EVENT_FIELDS[kind]
-        record = {key: value for key, value in record.items() if key in known}
+        if not known.issuperset(record):
+            record = {key: value for key, value in record.items() if key in known}
         try:
             return event_from_dict(record, kind, now)
         # TypeError/OverflowError: a value event_from_dict did not expect, e.g. a year-1 time.
