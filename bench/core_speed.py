@@ -33,7 +33,7 @@ import random
 import sys
 import time
 from collections.abc import Callable, Iterator, MutableMapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
@@ -338,6 +338,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--window", type=int, default=2000, help="records per flush window")
     parser.add_argument("--model", choices=("prior", "learned", "both"), default="both")
     parser.add_argument("--repeat", type=int, default=1, help="runs per model; the fastest wins")
+    parser.add_argument("--limit", type=int, default=0, help="use only the first N records")
     parser.add_argument("--profile", action="store_true", help="cProfile one run instead")
     parser.add_argument("--save", type=Path, help="also write the JSON result here")
     parser.add_argument("--compare", type=Path, help="a saved result to print a before column of")
@@ -347,6 +348,8 @@ def main(argv: list[str] | None = None) -> int:
         print(line, file=sys.stderr, flush=True)
 
     loaded = input_of(args.customers, args.events, args.seed, log)
+    if args.limit:
+        loaded = replace(loaded, records=loaded.records[: args.limit])
     names = ("prior", "learned") if args.model == "both" else (args.model,)
     models: dict[str, ChurnModel] = {}
     for name in names:
@@ -368,7 +371,7 @@ def main(argv: list[str] | None = None) -> int:
         assert best is not None
         results[name] = best
     before = json.loads(args.compare.read_text()) if args.compare else None
-    print(f"input: {len(loaded.records):,} records, {loaded.customers:,} customers")
+    print(f"input: {len(loaded.records):,} records of {loaded.customers:,} customers")
     print(f"source: {loaded.source}")
     print_table(results, before)
     if before is not None:

@@ -3,12 +3,17 @@
 With a learned linear model a reason's weight is the sum of its features' contributions to
 the log-odds (relative to the average customer); before anything was learned, fixed
 log-odds-sized weights stand in so immediate triggers still read right from the first event.
+
+Most scores are never sent (a flush window sends only each customer's latest), so the scoring
+step hands out :class:`DeferredReasons`: the facts the rules read, copied at score time, and
+the reasons worked out from them the first time anyone reads them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from itertools import repeat
+from typing import Any, overload
 
 from streams.core.records import Reason
 from streams.core.state import COUNTER_INDEX, CustomerState
@@ -17,15 +22,41 @@ _DAY_S = 86_400.0
 _MIN_COUNT = 0.5
 _ZEROS = repeat(0.0)  # the default of each contributions.get in a weight's sum
 
+
+class _Facts:
+    """What the rules read of a customer's state, copied (the state changes afterwards)."""
+
+    __slots__ = (
+        "counters",
+        "first_seen_s",
+        "last_order_s",
+        "last_visit_s",
+        "order_count",
+        "order_gap_days",
+        "unrecovered_failed_payments",
+        "visit_gap_days",
+    )
+
+    def __init__(self, state: CustomerState) -> None:
+        self.counters = state.counters.copy()
+        self.first_seen_s = state.first_seen_s
+        self.last_order_s = state.last_order_s
+        self.last_visit_s = state.last_visit_s
+        self.order_count = state.order_count
+        self.order_gap_days = state.order_gap_days
+        self.unrecovered_failed_payments = state.unrecovered_failed_payments
+        self.visit_gap_days = state.visit_gap_days
+
+
 # A rule returns (text, weight) when its reason applies, else None.
-_Rule = Callable[[CustomerState, float], tuple[str, float] | None]
+_Rule = Callable[[_Facts, float], tuple[str, float] | None]
 
 
 def _plural(count: int, word: str) -> str:
     return f"{count} {word}" + ("" if count == 1 else "s")
 
 
-def _recency(state: CustomerState, now_s: float) -> tuple[str, float] | None:
+def _recency(state: _Facts, now_s: float) -> tuple[str, float] | None:
     if state.last_order_s is None:
         days = int((now_s - state.first_seen_s) / _DAY_S)
         return f"no order yet, first seen {_plural(days, 'day')} ago", 0.3 + days / 90
@@ -39,7 +70,7 @@ def _recency(state: CustomerState, now_s: float) -> tuple[str, float] | None:
     return None
 
 
-def _few_orders(state: CustomerState, now_s: float) -> tuple[str, float] | None:
+def _few_orders(state: _Facts, now_s: float) -> tuple[str, float] | None:
     if state.order_count == 1:
         return "only 1 order so far", 0.5
     if state.order_count == 2:
@@ -47,7 +78,7 @@ def _few_orders(state: CustomerState, now_s: float) -> tuple[str, float] | None:
     return None
 
 
-def _no_visit(state: CustomerState, now_s: float) -> tuple[str, float] | None:
+def _no_visit(state: _Facts, now_s: float) -> tuple[str, float] | None:
     if state.last_visit_s is None:
         return None
     days_float = (now_s - state.last_visit_s) / _DAY_S
@@ -61,16 +92,14 @@ def _no_visit(state: CustomerState, now_s: float) -> tuple[str, float] | None:
     return None if gap is not None else (f"no visit in {days} days", days / 180)
 
 
-def _failed_payments(state: CustomerState, now_s: float) -> tuple[str, float] | None:
+def _failed_payments(state: _Facts, now_s: float) -> tuple[str, float] | None:
     unrecovered = state.unrecovered_failed_payments
     if unrecovered:
         return f"{_plural(unrecovered, 'failed payment')} since the last order", 0.6 * unrecovered
     return _counted(state, _FAILED_PAYMENTS, "failed payment", 0.6)
 
 
-def _counted(
-    state: CustomerState, index: int, word: str, weight: float
-) -> tuple[str, float] | None:
+def _counted(state: _Facts, index: int, word: str, weight: float) -> tuple[str, float] | None:
     value = state.counters[index]
     if value < _MIN_COUNT:
         return None
@@ -129,21 +158,107 @@ def explain(
     ``contributions`` (feature -> log-odds push) come from a learned model; None means use
     the fixed cold-start weights. A reason whose features pull the risk down is left out.
     """
+    return _explain(_Facts(state), now_s, contributions, max_reasons)
+
+
+def _explain(
+    facts: _Facts,
+    now_s: float,
+    contributions: Mapping[str, float] | None,
+    max_reasons: int,
+) -> tuple[Reason, ...]:
     found: list[Reason] = []
     for code, rule, feature_names in _RULE_LIST:
-        hit = rule(state, now_s)
+        hit = rule(facts, now_s)
         if hit is not None:
             _add(found, code, hit, feature_names, contributions)
-    counters = state.counters
+    counters = facts.counters
     for code, index, word, per_count, feature_names in _COUNTED_LIST:
         if counters[index] >= _MIN_COUNT:
-            hit = _counted(state, index, word, per_count)
+            hit = _counted(facts, index, word, per_count)
             if hit is not None:
                 _add(found, code, hit, feature_names, contributions)
     if len(found) > 1:
         # Ties break on the code so the order never depends on dict or hash order.
         found.sort(key=lambda reason: (-reason.weight, reason.code))
     return tuple(found[:max_reasons])
+
+
+class DeferredReasons(Sequence[Reason]):
+    """The reasons of one score, worked out from facts copied at score time when first read.
+
+    It reads like the tuple :func:`explain` returns (and equals it). ``contributions`` is
+    the mapping, or a function returning it that is called only then (for read-only models).
+
+    >>> from streams.core.state import CustomerState
+    >>> state = CustomerState("c1", 0.0, 0.0, 0.0)
+    >>> reasons = DeferredReasons(state, 45 * 86_400.0, None, 3)
+    >>> state.first_seen_s = 40 * 86_400.0  # later changes to the state do not matter
+    >>> reasons == explain(CustomerState("c1", 0.0, 0.0, 0.0), 45 * 86_400.0, None, 3)
+    True
+    >>> reasons[0].text
+    'no order yet, first seen 45 days ago'
+    """
+
+    __slots__ = ("_contributions", "_facts", "_max_reasons", "_now_s", "_reasons")
+
+    def __init__(
+        self,
+        state: CustomerState,
+        now_s: float,
+        contributions: Mapping[str, float] | Callable[[], Mapping[str, float]] | None,
+        max_reasons: int,
+    ) -> None:
+        self._facts: _Facts | None = _Facts(state)
+        self._now_s = now_s
+        self._contributions = contributions
+        self._max_reasons = max_reasons
+        self._reasons: tuple[Reason, ...] | None = None
+
+    def resolve(self) -> tuple[Reason, ...]:
+        """Return the reasons as a tuple (worked out on the first call)."""
+        reasons = self._reasons
+        if reasons is None:
+            assert self._facts is not None
+            contributions = self._contributions
+            if callable(contributions):
+                contributions = contributions()
+            reasons = _explain(self._facts, self._now_s, contributions, self._max_reasons)
+            self._reasons = reasons
+            self._facts = self._contributions = None  # let go of what is not needed any more
+        return reasons
+
+    @overload
+    def __getitem__(self, index: int) -> Reason: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> tuple[Reason, ...]: ...
+
+    def __getitem__(self, index: int | slice) -> Reason | tuple[Reason, ...]:
+        return self.resolve()[index]
+
+    def __len__(self) -> int:
+        return len(self.resolve())
+
+    def __iter__(self) -> Iterator[Reason]:
+        return iter(self.resolve())
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, DeferredReasons):
+            return self.resolve() == other.resolve()
+        if isinstance(other, tuple):
+            return self.resolve() == other
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self.resolve())
+
+    def __repr__(self) -> str:
+        return repr(self.resolve())
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # pickles (and copies) as the plain tuple
+        return (tuple, (self.resolve(),))
 
 
 def _add(

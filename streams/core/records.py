@@ -6,6 +6,7 @@ aware UTC datetimes, bands are strings. Ids are deterministic so downstream can 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from hashlib import blake2b
@@ -60,13 +61,17 @@ class Reason:
 
 @dataclass(frozen=True, slots=True)
 class ChurnScore:
-    """The current P(churn within H) of one customer, with its band and reasons."""
+    """The current P(churn within H) of one customer, with its band and reasons.
+
+    ``reasons`` is a tuple, or (from the scoring step) a sequence equal to one that is worked
+    out only when read: most scores are replaced by a later one before they are sent.
+    """
 
     event_id: str
     customer_id: str
     score: float
     band: str
-    reasons: tuple[Reason, ...]
+    reasons: Sequence[Reason]
     model_version: str
     as_of: datetime
     trigger: str

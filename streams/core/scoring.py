@@ -12,15 +12,17 @@ from __future__ import annotations
 
 import math
 import zlib
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 
 from streams.core.config import ScoringConfig
 from streams.core.events import Event, OrderEvent, event_id_of
 from streams.core.features import compute_features, decay_to, prior_of
 from streams.core.labels import mark_order, next_resolution_s, resolve_due, take_snapshot
-from streams.core.model import ChurnModel
+from streams.core.model import ChurnModel, FrozenLinearModel
 from streams.core.policy import next_band
-from streams.core.reasons import explain
+from streams.core.reasons import DeferredReasons
 from streams.core.records import (
     ChurnScore,
     RiskChange,
@@ -184,8 +186,14 @@ def _score(
     else:
         score = model.predict_proba(features)
     contributions_of = getattr(model, "contributions", None)
-    contributions = contributions_of(features) if learned > 0 and contributions_of else None
-    reasons = explain(state, now_s, contributions, config.max_reasons)
+    contributions: Mapping[str, float] | Callable[[], Mapping[str, float]] | None = None
+    if learned > 0 and contributions_of:
+        if isinstance(model, FrozenLinearModel):
+            # read-only, so its contributions can wait until the reasons are read
+            contributions = partial(contributions_of, features)
+        else:
+            contributions = contributions_of(features)
+    reasons = DeferredReasons(state, now_s, contributions, config.max_reasons)
     band = next_band(score, state.band, state.band_since_s, now_s, config)
     as_of = from_s(now_s)
     as_of_ms = int(now_s * 1000)
@@ -220,7 +228,7 @@ def _score(
                 to_band=band,
                 score=score,
                 previous_score=state.last_score,
-                reasons=reasons,
+                reasons=reasons.resolve(),
                 model_version=version,
                 as_of=as_of,
                 trigger=trigger,

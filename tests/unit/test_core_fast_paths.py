@@ -1,14 +1,17 @@
 """The hand-tuned hot paths of the core give exactly what their plain definitions give.
 
 Each fast path (explicit state (de)serialisation, the timer index's shortcuts, the reason
-rules, skipping a prediction the blend weighs by zero, the decoder's shortcuts) is checked
-against a straightforward reference on many random inputs: equal values, bit for bit.
+rules and reasons worked out only when read, skipping a prediction the blend weighs by zero,
+the decoder's shortcuts) is checked against a straightforward reference on many random
+inputs: equal values, bit for bit.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
+import pickle
 import random
 from collections.abc import Mapping
 from dataclasses import fields
@@ -22,7 +25,7 @@ from streams.core.config import ScoringConfig
 from streams.core.events import ClickEvent, OrderEvent, OrderStatus, _id, parse_event_time
 from streams.core.features import FEATURE_NAMES, compute_features, prior_of
 from streams.core.model import FrozenLinearModel
-from streams.core.reasons import explain
+from streams.core.reasons import DeferredReasons, explain
 from streams.core.records import Reason
 from streams.core.scoring import _cold_start, process_event
 from streams.core.state import (
@@ -36,6 +39,7 @@ from streams.core.state import (
 from streams.errors import ValidationError
 
 CONFIG = ScoringConfig()
+MODEL = FrozenLinearModel.prior_only()
 T0_S = 1_704_067_200.0  # 2024-01-01T00:00:00Z
 DAY_S = 86_400.0
 
@@ -359,3 +363,60 @@ def test_click_decoding_is_unchanged_for_avro_times() -> None:
     event = ClickEvent("e1", "c1", "s1", when, "search")
     assert parse_event_time(event.event_time) is when
     assert math.isclose(when.timestamp(), 1709296205.123)
+
+
+def test_deferred_reasons_equal_the_reasons_at_score_time() -> None:
+    rng = random.Random(8)
+    model = FrozenLinearModel(
+        "m-9",
+        9,
+        means=dict.fromkeys(FEATURE_NAMES, 0.5),
+        scales=dict.fromkeys(FEATURE_NAMES, 1.0),
+        weights={name: rng.uniform(-2, 2) for name in FEATURE_NAMES},
+        intercept=0.0,
+    )
+    for number in range(300):
+        state = _random_state(rng, f"c{number}")
+        now_s = state.clock_s + rng.uniform(0, 60) * DAY_S
+        features = compute_features(state, now_s, prior_of(state, now_s, CONFIG))
+        calls: list[int] = []
+
+        def contributions_later(
+            features: dict[str, float] = features, calls: list[int] = calls
+        ) -> Mapping[str, float]:
+            calls.append(1)
+            return model.contributions(features)
+
+        want = explain(state, now_s, model.contributions(features), 3)
+        deferred = DeferredReasons(state, now_s, contributions_later, 3)
+        # the state moves on before the reasons are read
+        state.counters = [value + 5.0 for value in state.counters]
+        state.last_order_s = now_s
+        state.order_count += 3
+        assert calls == []
+        assert deferred == want
+        assert want == deferred
+        assert tuple(deferred) == want
+        assert list(deferred) == list(want)
+        assert len(deferred) == len(want)
+        assert bool(deferred) == bool(want)
+        assert hash(deferred) == hash(want)
+        assert repr(deferred) == repr(want)
+        assert pickle.loads(pickle.dumps(deferred)) == want
+        assert deferred[:1] == want[:1]
+        assert calls == [1]  # worked out once
+
+
+def test_scores_with_deferred_reasons_equal_scores_with_eager_ones() -> None:
+    t0 = datetime(2024, 1, 1, tzinfo=UTC)
+    _, out = process_event(
+        None, OrderEvent("e1", "c1", "o1", t0, 20.0, "EUR", "payment_failed"), MODEL, CONFIG
+    )
+    score = out.scores[-1]
+    eager = dataclasses.replace(score, reasons=tuple(score.reasons))
+    assert isinstance(score.reasons, DeferredReasons)
+    assert score == eager
+    assert hash(score) == hash(eager)
+    assert score.to_record() == eager.to_record()
+    assert out.risk_changes[0].reasons == score.reasons  # the first band: a risk change
+    assert isinstance(out.risk_changes[0].reasons, tuple)
