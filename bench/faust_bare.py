@@ -17,7 +17,7 @@ from typing import Any
 import faust
 from benchkit import Progress, scenario_args
 
-from streams.worker.tuning import TunedApp, use_uvloop
+from streams.worker.tuning import TunedApp, calm_gc, use_uvloop
 
 
 def bench_app(args: argparse.Namespace, store: str) -> faust.App:
@@ -43,7 +43,8 @@ def bench_app(args: argparse.Namespace, store: str) -> faust.App:
 
 
 def run(app: faust.App) -> None:
-    """Run ``app`` as a worker until it is stopped (SIGTERM)."""
+    """Run ``app`` as a worker until it is stopped (SIGTERM), with the worker's GC set-up."""
+    calm_gc()
     faust.Worker(app, loglevel="warning").execute_from_commandline()
 
 

@@ -114,6 +114,10 @@ def create_worker(settings: Settings, partitions: int) -> Worker:
         # A few ms of linger turns one produce request per output into one per batch.
         producer_linger=0.005,
         producer_max_batch_size=256 * 1024,
+        # Records of one input partition arrive in fetches of up to this many bytes; the
+        # event-time merge holds a topic's records until the partition's other topics catch
+        # up, so smaller fetches bound what it holds (faust's default is 4 MiB).
+        consumer_max_fetch_size=1024 * 1024,
         broker_commit_every=1000,
         broker_commit_interval=1.0,
         # Faust's own table views would serve any customer's state without a token.

@@ -42,13 +42,15 @@ def run_worker(settings: Settings, loglevel: str = "info") -> int:
     from streams.io.kafka_clients import check_login
     from streams.logging_setup import logging_dict_config
     from streams.worker.app import create_worker
-    from streams.worker.tuning import use_uvloop
+    from streams.worker.tuning import GcPauses, calm_gc, use_uvloop
 
+    GcPauses().install()
     use_uvloop()  # before the app exists: its loops (and the consumer thread's) are uvloop's
     check_login(settings)  # a refused SASL login is one clear error, not endless retries
     partitions = input_partitions(settings)
     worker = create_worker(settings, partitions)
     logging.getLogger("streams").setLevel(loglevel.upper())
+    calm_gc()
     # Faust replaces the root logger's handlers: hand it the JSON/redaction set-up instead.
     faust.Worker(
         worker.app, loglevel=loglevel, logging_config=logging_dict_config(settings, loglevel)

@@ -128,3 +128,42 @@ def test_a_redelivered_record_changes_nothing() -> None:
     assert shell.stats.replayed_skipped == 1
     later = shell.on_event(_order("c", 3), partition=0, source=1, offset=8)
     assert later.scores
+
+
+def test_a_small_cache_evicts_flushed_states_and_gives_the_same_results() -> None:
+    model = FrozenLinearModel.prior_only()
+    customers = [f"c{i}" for i in range(30)]
+    events = [_order(customer, day) for day in range(0, 120, 7) for customer in customers]
+    results = []
+    for max_cached in (1_000_000, 10):
+        store: dict[str, Any] = {}
+        shell = ScoringShell(
+            store, ScoringConfig(), lambda: model, partition_of=lambda _: 0, max_cached=max_cached
+        )
+        outputs = []
+        for index, event in enumerate(events):
+            outputs.append(shell.on_event(event, partition=0, source=1, offset=index))
+            if index % 7 == 6:
+                shell.flush(0)
+                assert len(shell.clocks[0].cache) <= max_cached
+        shell.flush(0)
+        results.append((outputs, dict(store)))
+    assert results[0] == results[1]
+
+
+def test_eviction_drops_the_least_recently_changed_clean_states() -> None:
+    model = FrozenLinearModel.prior_only()
+    store: dict[str, Any] = {}
+    shell = ScoringShell(
+        store, ScoringConfig(), lambda: model, partition_of=lambda _: 0, max_cached=1_000
+    )
+    for i in range(1_500):
+        shell.on_event(_order(f"c{i}", 0), partition=0)
+    shell.on_event(_order("c0", 1), partition=0)  # c0 changed last: it stays
+    shell.flush(0)
+    cache = shell.clocks[0].cache
+    assert len(cache) == 1_000
+    assert "c0" in cache
+    assert "c1" not in cache
+    assert "c1499" in cache
+    assert len(store) == 1_500
