@@ -109,13 +109,18 @@ def compute_features(state: CustomerState, now_s: float, prior: float) -> dict[s
 
     Customers who never ordered count their silence from when they were first seen.
     """
+    # Runs for every score: "b if b > a else a" is max(a, b) (ties and NaN alike) without
+    # the cost of a builtin call.
     last_order_s = state.last_order_s if state.last_order_s is not None else state.first_seen_s
-    days_since_order = max(0.0, (now_s - last_order_s) / SECONDS_PER_DAY)
+    days_since_order = (now_s - last_order_s) / SECONDS_PER_DAY
+    days_since_order = days_since_order if days_since_order > 0.0 else 0.0
     last_visit_s = state.last_visit_s if state.last_visit_s is not None else last_order_s
-    last_activity_s = max(last_visit_s, last_order_s)
-    days_since_visit = max(0.0, (now_s - last_activity_s) / SECONDS_PER_DAY)
+    last_activity_s = last_order_s if last_order_s > last_visit_s else last_visit_s
+    days_since_visit = (now_s - last_activity_s) / SECONDS_PER_DAY
+    days_since_visit = days_since_visit if days_since_visit > 0.0 else 0.0
     start_s = state.first_order_s if state.first_order_s is not None else state.first_seen_s
-    tenure_days = max(0.0, (now_s - start_s) / SECONDS_PER_DAY)
+    tenure_days = (now_s - start_s) / SECONDS_PER_DAY
+    tenure_days = tenure_days if tenure_days > 0.0 else 0.0
     gap = state.order_gap_days
     order_count = state.order_count
     # Unpacked in DECAYED_COUNTERS order (checked below the function): one step, not 15 lookups.

@@ -14,6 +14,7 @@ import math
 from streams.core.config import PriorParams
 
 _MAX_EXPONENT = 700.0
+_MAX_P = 1.0 - 1e-6
 
 
 def p_no_order_within(
@@ -36,9 +37,11 @@ def p_no_order_within(
     >>> p_no_order_within(5, 100.0, 105.0, 90.0, PriorParams()) < one_time_recent
     True
     """
-    x = max(0, repeat_orders)
-    tenure = max(0.0, tenure_days)
-    t_x = min(max(0.0, last_order_age_days), tenure)
+    # max/min written out (same values, ties and NaN alike): this runs for every score
+    x = repeat_orders if repeat_orders > 0 else 0
+    tenure = tenure_days if tenure_days > 0.0 else 0.0
+    t_x = last_order_age_days if last_order_age_days > 0.0 else 0.0
+    t_x = tenure if tenure < t_x else t_x
     r, alpha, a, b = params.r, params.alpha_days, params.a, params.b
     if x > 0:
         # P(dead | data) / P(alive | data) = a / (b + x - 1) * ((alpha + T) / (alpha + t_x))^(r+x)
@@ -61,7 +64,8 @@ def logit(probability: float) -> float:
     >>> round(logit(0.5), 6)
     0.0
     """
-    p = min(max(probability, 1e-6), 1.0 - 1e-6)
+    p = 1e-6 if probability < 1e-6 else probability  # max/min written out: once per score
+    p = _MAX_P if p > _MAX_P else p
     return math.log(p / (1.0 - p))
 
 

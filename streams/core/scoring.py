@@ -71,7 +71,8 @@ def process_event(
         state = new_state(event.customer_id, event_s, config)
     out = StepOutput()
     _catch_up(state, event_s, model, config, out)
-    now_s = max(event_s, state.clock_s)
+    clock_s = state.clock_s
+    now_s = clock_s if clock_s > event_s else event_s  # max(event_s, clock_s)
     _move_clock(state, now_s, config)
     if isinstance(event, OrderEvent) and is_new_order(state, event):
         mark_order(state, now_s, config.horizon_s)
@@ -155,8 +156,9 @@ def _catch_up(
 
 
 def _move_clock(state: CustomerState, now_s: float, config: ScoringConfig) -> None:
-    state.clock_s = max(state.clock_s, now_s)
-    decay_to(state, state.clock_s, config)
+    clock_s = state.clock_s
+    state.clock_s = clock_s = now_s if now_s > clock_s else clock_s  # max(clock_s, now_s)
+    decay_to(state, clock_s, config)
 
 
 def _score(
