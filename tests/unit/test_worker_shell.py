@@ -5,10 +5,13 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
+
 from streams.core.config import ScoringConfig
 from streams.core.events import OrderEvent
 from streams.core.model import FrozenLinearModel, OnlineChurnModel
 from streams.core.snapshot import sign_snapshot
+from streams.errors import ValidationError
 from streams.io.avro import default_codec
 from streams.worker.models import ModelHolder, TrainerShell
 from streams.worker.shell import ScoringShell
@@ -167,3 +170,25 @@ def test_eviction_drops_the_least_recently_changed_clean_states() -> None:
     assert "c1" not in cache
     assert "c1499" in cache
     assert len(store) == 1_500
+
+
+def test_the_rebuild_reads_the_stored_fields_a_full_decode_would_give() -> None:
+    from streams.core.state import CustomerState
+    from streams.worker.shell import CLOCK, CONTACTS, NEXT_WAKE, stored_field
+
+    model = FrozenLinearModel.prior_only()
+    store: dict[str, Any] = {}
+    shell = ScoringShell(store, ScoringConfig(), lambda: model, partition_of=lambda _: 0)
+    for day in range(0, 60, 9):
+        shell.on_event(_order("c", day), partition=0)
+    shell.flush(0)
+    shell.set_contacts("c", {"currency": "EUR"})
+    shell.flush(0)
+    raw = store["c"]
+    state = CustomerState.from_dict(raw)
+    assert stored_field(raw, NEXT_WAKE) == state.next_wake_s
+    assert stored_field(raw, CLOCK) == state.clock_s
+    assert stored_field(raw, CONTACTS) == state.contacts == {"currency": "EUR"}
+    old = {"v": 3, "values": []}
+    with pytest.raises(ValidationError):
+        stored_field(old, CLOCK)
