@@ -148,10 +148,10 @@ class GcPauses:
         return self
 
 
-# Young-generation threshold: most objects a record creates die before 50,000 allocations
+# Young-generation threshold: most objects a record creates die before 10,000 allocations
 # (CPython's default of 700 promotes many of them, and every promotion brings the next full
 # collection closer).
-GC_THRESHOLDS = (50_000, 20, 10)
+GC_THRESHOLDS = (10_000, 10, 10)
 
 
 def calm_gc() -> None:
