@@ -15,7 +15,7 @@ import asyncio
 import logging
 import time
 import weakref
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -28,12 +28,12 @@ from faust.types import TP
 from streams.core.events import Event
 from streams.core.merge import PartitionMerge
 from streams.core.records import ChurnScore
-from streams.core.scoring import StepOutput
 from streams.errors import DecodeError
 from streams.settings import INPUT_TOPICS
 from streams.worker.deadletters import dead_letter_headers
-from streams.worker.intervene import Routed
+from streams.worker.draining import Closed, PartitionStates, WindowDrain
 from streams.worker.model_feed import follow_models
+from streams.worker.outputs import Outputs, band_of, observe
 
 if TYPE_CHECKING:
     from streams.worker.app import Worker
@@ -49,10 +49,12 @@ FLUSH_MAX_RECORDS = 10_000
 FLUSH_EVERY_S = 1.0
 # How often the quiet-window timer looks for a window to close and held records to release.
 QUIET_CHECK_S = 0.1
+# After each record, this much of the closed window is written (streams/worker/draining.py):
+# a score send or an ack is one item, eight state writes are one.
+DRAIN_ITEMS_PER_RECORD = 24
 WALL_TICK_S = 1.0
 # How long a record waits for an input topic that lags behind (Kafka Streams' max.task.idle.ms).
 MERGE_MAX_WAIT_S = 0.5
-OUTPUT_NAMES = ("churn-scores", "risk-changes", "training-examples", "interventions")
 
 
 @dataclass(slots=True)
@@ -105,7 +107,6 @@ def wire_agents(worker: Worker) -> None:
     models_topic = _raw(app, settings.topic("churn-models"))
     dead_letters = _raw(app, settings.topic("dead-letters"))
     resend = {full: _raw(app, full) for full in input_names}
-    names = {name: settings.topic(name) for name in OUTPUT_NAMES}
     window = [Window()]
     # The latest record of each partition (its context lets timers write that partition), and
     # when it arrived.
@@ -124,57 +125,45 @@ def wire_agents(worker: Worker) -> None:
     flushing = asyncio.Lock()
     last_uplift_refresh = [0.0]
 
-    async def emit(topic: str, key: str, value: bytes) -> None:
-        # Straight to the producer: Faust's Topic.send wraps every record in futures and
-        # buffers that cost more than the record. The consumer flushes the producer before
-        # it commits offsets, so outputs stay at-least-once.
-        await app.producer.send(names[topic], key.encode(), value, None, None, None)
+    outputs = Outputs(worker)
+    send_now, send_score = outputs.send_now, outputs.send_score
 
-    async def send_now(out: StepOutput, routed: Routed) -> None:
-        for change in out.risk_changes:
-            await emit(
-                "risk-changes",
-                change.customer_id,
-                codec.encode("risk_change", change.to_record(), trusted=True),
-            )
-            worker.delivery.risk_change(change)
-        for example in out.training_examples:
-            await emit(
-                "training-examples",
-                example.customer_id,
-                codec.encode("training_example", example.to_record(), trusted=True),
-            )
-        for decision in routed.decisions:
-            await emit(
-                "interventions",
-                decision.customer_id,
-                codec.encode("intervention", decision.to_record(), trusted=True),
-            )
-            worker.metrics.intervention(decision.kind, decision.channel, decision.holdout)
-        for item, band in routed.deliver:
-            worker.delivery.intervention(item, band)
+    def write_states(part: PartitionStates, customer_ids: Sequence[str]) -> None:
+        with event_context(part.context):
+            shell.write(part.partition, customer_ids)
+
+    async def ack(event: Any) -> None:
+        if acker:
+            await acker[0].ack(event)
+
+    def drained(partitions: list[int]) -> None:
+        for partition in partitions:
+            shell.evict(partition)
+        now_s = time.monotonic()
+        if now_s - last_uplift_refresh[0] >= UPLIFT_REFRESH_S:
+            last_uplift_refresh[0] = now_s
+            worker.uplift_gauges.update(worker.interventions.uplift)
+
+    drain = WindowDrain(send_score, write_states, ack, drained)
+
+    async def close_window() -> None:
+        # The caller holds ``flushing``. One closed window is written at a time.
+        if drain.pending:
+            await drain.finish(generation[0])
+        done, window[0] = window[0], Window()
+        states = []
+        for partition, last in done.last_event_of.items():
+            # contact histories live in the customers' states: route them in first
+            worker.interventions.flush(partition)
+            states.append(PartitionStates(partition, last, shell.take_dirty(partition)))
+        # Scores go to a compacted topic: each customer's latest of the window is enough.
+        drain.start(Closed(done.events, list(done.scores.values()), states, generation[0]))
 
     async def flush() -> None:
+        """Close the open window and write all of it now."""
         async with flushing:
-            done, window[0] = window[0], Window()
-            # Scores go to a compacted topic: each customer's latest of the window is enough.
-            # They are sent before the states that produced them are written, so a crash
-            # between the two re-sends them rather than losing them.
-            for score in done.scores.values():
-                value = codec.encode("churn_score", score.to_record(), trusted=True)
-                await emit("churn-scores", score.customer_id, value)
-            for partition, last in done.last_event_of.items():
-                with event_context(last):
-                    # contact histories live in the customers' states: route them in first
-                    worker.interventions.flush(partition)
-                    shell.flush(partition)
-            if acker:
-                for event in done.events:
-                    await acker[0].ack(event)
-            now_s = time.monotonic()
-            if now_s - last_uplift_refresh[0] >= UPLIFT_REFRESH_S:
-                last_uplift_refresh[0] = now_s
-                worker.uplift_gauges.update(worker.interventions.uplift)
+            await close_window()
+            await drain.finish(generation[0])
 
     async def decode(message: Any) -> Event | None:
         topic = input_names.get(message.topic, message.topic)
@@ -258,7 +247,7 @@ def wire_agents(worker: Worker) -> None:
         routed = worker.interventions.on_step(decoded, out, shell.state_of, partition)
         routed.extend(
             worker.interventions.on_watermark(
-                partition, shell.watermark_of(partition), _band_of(worker)
+                partition, shell.watermark_of(partition), band_of(worker)
             )
         )
         current = window[0]
@@ -267,7 +256,7 @@ def wire_agents(worker: Worker) -> None:
         for score in out.scores:
             current.scores[score.customer_id] = score
         await send_now(out, routed)
-        _observe(worker, out, decoded.event_time.timestamp(), held.arrival_s)
+        observe(worker, out, decoded.event_time.timestamp(), held.arrival_s)
 
     @app.agent(inputs, name="score")
     async def score(stream: faust.StreamT[bytes]) -> None:
@@ -276,11 +265,15 @@ def wire_agents(worker: Worker) -> None:
         async for event in quiet.events():
             await receive(event)
             current = window[0]
-            if (
+            if current.events and (
                 len(current.events) >= FLUSH_MAX_RECORDS
                 or time.monotonic() - current.started_s >= FLUSH_EVERY_S
             ):
-                await flush()
+                async with flushing:
+                    await close_window()
+            if drain.pending:
+                async with flushing:
+                    await drain.advance(DRAIN_ITEMS_PER_RECORD, generation[0])
 
     @app.timer(interval=QUIET_CHECK_S)  # type: ignore[untyped-decorator] # faust's is untyped
     async def flush_quiet_window() -> None:
@@ -289,6 +282,9 @@ def wire_agents(worker: Worker) -> None:
         for partition, merge in list(merges.items()):
             if merge.held:
                 await release(partition, merge)
+        if drain.pending:
+            async with flushing:
+                await drain.finish(generation[0])
         if window[0].events and time.monotonic() - window[0].started_s >= FLUSH_EVERY_S:
             await flush()
 
@@ -310,7 +306,7 @@ def wire_agents(worker: Worker) -> None:
                         continue
                     out = shell.on_wall_tick(partition, time.time())
                     routed = worker.interventions.on_watermark(
-                        partition, shell.watermark_of(partition), _band_of(worker)
+                        partition, shell.watermark_of(partition), band_of(worker)
                     )
                     if out.scores or routed.deliver:
                         current.last_event_of.setdefault(partition, last)
@@ -326,6 +322,7 @@ def wire_agents(worker: Worker) -> None:
         generation[0] += 1
         owned.clear()
         window[0] = Window()
+        drain.drop()
         seen_partitions.clear()
         merges.clear()
         next_unseen.clear()
@@ -367,23 +364,3 @@ def wire_agents(worker: Worker) -> None:
                 if snapshot is not None:
                     await models_topic.send(key=b"model", value=snapshot)
                 yield None
-
-
-def _band_of(worker: Worker) -> Any:
-    def band_of(customer_id: str) -> str | None:
-        state = worker.shell.state_of(customer_id)
-        return None if state is None else state.band
-
-    return band_of
-
-
-def _observe(worker: Worker, out: StepOutput, event_s: float, arrival_s: float) -> None:
-    """Record the latency and band metrics of one step's outputs."""
-    now_s = time.time()
-    for score in out.scores:
-        latency_s = None if score.trigger == "timer" else now_s - event_s
-        worker.metrics.observe_score(score.band, latency_s)
-    for change in out.risk_changes:
-        worker.metrics.observe_risk_change(
-            change.from_band, change.to_band, time.monotonic() - arrival_s
-        )

@@ -34,6 +34,7 @@ class PartitionClock:
     timers: TimerIndex
     cache: dict[str, CustomerState] = field(default_factory=dict)
     dirty: set[str] = field(default_factory=set)
+    writing: set[str] = field(default_factory=set)  # taken by take_dirty, not yet written
 
 
 @dataclass(slots=True)
@@ -176,31 +177,61 @@ class ScoringShell:
         The caller runs this in the context of an event of ``partition`` (Faust tables take
         the changelog partition from the current event).
         """
-        clock = self.clocks.get(partition)
-        if clock is None or not clock.dirty:
-            return 0
-        for customer_id in clock.dirty:
-            self.store[customer_id] = clock.cache[customer_id].to_dict()
-        written = len(clock.dirty)
-        clock.dirty.clear()
-        self.stats.state_writes += written
-        self._evict(clock)
+        written = self.write(partition, self.take_dirty(partition))
+        self.evict(partition)
         return written
 
-    def _evict(self, clock: PartitionClock) -> None:
+    def take_dirty(self, partition: int) -> list[str]:
+        """Return the customers of ``partition`` changed since the last call, and forget them.
+
+        Write them with :meth:`write` (in chunks, if wanted); until then they stay cached.
+        """
+        clock = self.clocks.get(partition)
+        if clock is None or not clock.dirty:
+            return []
+        dirty = list(clock.dirty)
+        clock.dirty.clear()
+        clock.writing.update(dirty)
+        return dirty
+
+    def write(self, partition: int, customer_ids: Iterable[str]) -> int:
+        """Write the current states of ``customer_ids`` (taken by :meth:`take_dirty`)."""
+        clock = self.clocks.get(partition)
+        if clock is None:
+            return 0  # forgotten (a rebalance): the records come again
+        written = 0
+        for customer_id in customer_ids:
+            state = clock.cache.get(customer_id)
+            clock.writing.discard(customer_id)
+            if state is not None:
+                self.store[customer_id] = state.to_dict()
+                written += 1
+        self.stats.state_writes += written
+        return written
+
+    def evict(self, partition: int) -> None:
         """Drop the least recently changed states beyond the partition's share of the cache.
 
-        Everything in the cache is persisted once flushed, so a dropped state is read back
-        on demand. A small cache is enough (a customer's records come in sessions: 5,000
-        states miss 1.2 % of bench/run.py's records) and keeps the garbage collector's full
-        collections short: they cost about 1 µs per tracked object, ~5 per cached state.
+        Everything written is persisted, so a dropped state is read back on demand; states
+        changed but not yet written stay. A small cache is enough (a customer's records come
+        in sessions: 5,000 states miss 1.2 % of bench/run.py's records) and keeps the
+        garbage collector's full collections short: they cost about 1 µs per tracked
+        object, ~5 per cached state.
         """
+        clock = self.clocks.get(partition)
+        if clock is None:
+            return
         floor = min(1_000, self.max_cached)  # many partitions: each keeps a useful share
         share = max(floor, self.max_cached // max(1, len(self.clocks)))
         excess = len(clock.cache) - share
         if excess > 0:
-            for customer_id in list(itertools.islice(clock.cache, excess)):
-                del clock.cache[customer_id]
+            keep = clock.dirty | clock.writing
+            for customer_id in list(itertools.islice(clock.cache, excess + len(keep))):
+                if excess <= 0:
+                    break
+                if customer_id not in keep:
+                    del clock.cache[customer_id]
+                    excess -= 1
 
     def state_of(self, customer_id: str) -> CustomerState | None:
         """Return the current state of ``customer_id`` (cached or stored), None if unseen."""

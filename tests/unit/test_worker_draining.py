@@ -1,0 +1,89 @@
+"""A closed flush window written a chunk at a time (streams/worker/draining.py)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+from streams.worker.draining import Closed, PartitionStates, WindowDrain
+
+
+class Log:
+    def __init__(self) -> None:
+        self.items: list[tuple[str, Any]] = []
+        self.done: list[list[int]] = []
+
+    async def send_score(self, score: Any) -> None:
+        await asyncio.sleep(0)
+        self.items.append(("score", score))
+
+    def write_states(self, part: PartitionStates, customer_ids: Sequence[str]) -> None:
+        self.items.extend(("state", (part.partition, cid)) for cid in customer_ids)
+
+    async def ack(self, event: Any) -> None:
+        self.items.append(("ack", event))
+
+    def drain(self, chunk: int = 4) -> WindowDrain:
+        return WindowDrain(self.send_score, self.write_states, self.ack, self.done.append, chunk)
+
+
+def closed(generation: int = 0) -> Closed:
+    states = [
+        PartitionStates(0, "ctx0", [f"a{i}" for i in range(10)]),
+        PartitionStates(3, "ctx3", ["b0"]),
+    ]
+    return Closed(["e1", "e2", "e3"], ["s1", "s2"], states, generation)  # type: ignore[list-item]
+
+
+def test_everything_is_written_in_order_scores_states_then_acks() -> None:
+    log = Log()
+    drain = log.drain()
+    drain.start(closed())
+    steps = 0
+    while drain.pending:
+        asyncio.run(drain.advance(2, generation=0))
+        steps += 1
+    kinds = [kind for kind, _ in log.items]
+    assert kinds == ["score"] * 2 + ["state"] * 11 + ["ack"] * 3
+    assert [item for kind, item in log.items if kind == "ack"] == ["e1", "e2", "e3"]
+    assert log.done == [[0, 3]]
+    assert steps > 3, "a small budget spreads the writing over several calls"
+
+
+def test_the_acks_come_only_after_every_state_is_written() -> None:
+    log = Log()
+    drain = log.drain(chunk=1)
+    drain.start(closed())
+    while drain.pending:
+        asyncio.run(drain.advance(1, generation=0))
+        kinds = [kind for kind, _ in log.items]
+        if "ack" in kinds:
+            assert kinds.count("state") == 11
+
+
+def test_a_window_of_an_older_generation_is_dropped_unacknowledged() -> None:
+    log = Log()
+    drain = log.drain()
+    drain.start(closed(generation=1))
+    asyncio.run(drain.advance(1, generation=1))
+    assert asyncio.run(drain.advance(100, generation=2))  # a rebalance happened
+    assert not drain.pending
+    assert all(kind != "ack" for kind, _ in log.items)
+    assert log.done == []
+
+
+def test_finish_writes_what_is_left_and_a_second_window_waits_for_it() -> None:
+    log = Log()
+    drain = log.drain()
+    drain.start(closed())
+    asyncio.run(drain.advance(1, generation=0))
+    try:
+        drain.start(closed())
+    except RuntimeError:
+        pass
+    else:
+        raise AssertionError("a second window must not start before the first is written")
+    asyncio.run(drain.finish(generation=0))
+    assert not drain.pending
+    assert [kind for kind, _ in log.items].count("ack") == 3
