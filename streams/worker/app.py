@@ -19,6 +19,7 @@ from streams.io.avro import AvroCodec, default_codec
 from streams.metrics import Metrics
 from streams.settings import INPUT_TOPICS, Settings
 from streams.worker.agents import wire_agents
+from streams.worker.bulk_restore import bulk_restore_store_url
 from streams.worker.delivery import Delivery, register_alert_stream
 from streams.worker.intervene import InterventionShell
 from streams.worker.models import ModelHolder, TrainerShell
@@ -130,6 +131,10 @@ def create_worker(settings: Settings, partitions: int) -> Worker:
         # raw-keyed tables did not recover from their changelog: keys are JSON strings
         schema=faust.Schema(key_type=str, key_serializer="json", value_serializer="json"),
         partitions=partitions,
+        # Faust's RocksDB store, whose new partitions are bulk-loaded from the changelog
+        # before Faust's per-record recovery (streams/worker/bulk_restore.py). Without this
+        # argument the table uses the app's "rocksdb://", Faust's own, on the same files.
+        store=bulk_restore_store_url("customers"),
     )
     models = ModelHolder(settings.model_secret, codec)
     shell = ScoringShell(
