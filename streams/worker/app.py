@@ -24,6 +24,7 @@ from streams.worker.delivery import Delivery, register_alert_stream
 from streams.worker.intervene import InterventionShell
 from streams.worker.models import ModelHolder, TrainerShell
 from streams.worker.shell import ContactsInState, ScoringShell
+from streams.worker.table_scan import table_scan
 from streams.worker.tuning import TunedApp
 from streams.worker.uplift_gauges import UpliftGauges
 from streams.worker.web import register_views
@@ -143,6 +144,7 @@ def create_worker(settings: Settings, partitions: int) -> Worker:
         model=models.get,
         partition_of=partitioner(partitions),
         wall_grace_s=settings.wall_grace_s,
+        scan=table_scan(customers),
     )
     interventions = InterventionShell(
         ContactsInState(shell),

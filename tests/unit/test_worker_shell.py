@@ -192,3 +192,33 @@ def test_the_rebuild_reads_the_stored_fields_a_full_decode_would_give() -> None:
     old = {"v": 3, "values": []}
     with pytest.raises(ValidationError):
         stored_field(old, CLOCK)
+
+
+def test_a_scan_of_the_stored_states_rebuilds_the_same_timers_as_the_store() -> None:
+    model = FrozenLinearModel.prior_only()
+    store: dict[str, Any] = {}
+    owner = {"a": 0, "b": 1}
+    writer = ScoringShell(store, ScoringConfig(), lambda: model, partition_of=owner.__getitem__)
+    for day in range(0, 40, 10):
+        writer.on_event(_order("a", day), partition=0)
+        writer.on_event(_order("b", day), partition=1)
+    writer.flush(0)
+    writer.flush(1)
+    scanned: list[int] = []
+
+    def scan() -> Any:
+        scanned.append(1)
+        return [(owner[cid], cid, raw) for cid, raw in store.items()]
+
+    def unknown_partition(customer_id: str) -> int:
+        raise AssertionError("a scan says the partition: no hashing")
+
+    rebuilt = ScoringShell(
+        store, ScoringConfig(), lambda: model, partition_of=unknown_partition, scan=scan
+    )
+    plain = ScoringShell(store, ScoringConfig(), lambda: model, partition_of=owner.__getitem__)
+    assert rebuilt.watermark_of(1) == plain.watermark_of(1)
+    assert scanned == [1], "one pass rebuilds every partition"
+    for shell in (rebuilt, plain):
+        assert shell.stats.rebuilt_customers == 2
+    assert rebuilt.clocks[0].timers.pop_due(1e12) == plain.clocks[0].timers.pop_due(1e12)
