@@ -350,6 +350,16 @@ class Run:
         """Restore N customers' state into a fresh worker; time its first event after that."""
         assert self.input is not None
         customers = self.plan.restore_customers
+        if "worker_start_to_ready_s_empty" not in self.extra:  # (d) did not run: time a start
+            create_topics(self.settings("em-"), self.plan.partitions)
+            empty = BenchWorker.start(
+                self.children, "empty", self.bootstrap, "em-", self.work_dir / "empty"
+            )
+            try:
+                ready_s = empty.wait_ready(STARTUP_TIMEOUT_S)
+                self.extra["worker_start_to_ready_s_empty"] = round(ready_s, 2)
+            finally:
+                empty.stop()
         settings = self.settings("rs-")
         create_topics(settings, self.plan.partitions)
         write_s, value_bytes = write_changelog(

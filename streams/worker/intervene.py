@@ -75,6 +75,13 @@ class InterventionShell:
             # One pass over the store rebuilds every partition that has no timers yet
             # (partitions that have them are live and may be ahead of the store).
             fresh: dict[int, TimerIndex] = {partition: TimerIndex(self.timer_bucket_s)}
+            if isinstance(self.contacts, ContactsInState):
+                # the scoring shell's rebuild read these in its own pass over the store
+                timers = fresh[partition]
+                for customer_id, raw in self.contacts.shell.partition_contacts(partition):
+                    timers.schedule(customer_id, ContactState.from_dict(raw).next_release_s())
+                self.releases[partition] = timers
+                return timers
             for customer_id, raw in list(self.contacts.items()):
                 owner = self.partition_of(customer_id)
                 if owner in self.releases:

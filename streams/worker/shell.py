@@ -74,6 +74,7 @@ class ScoringShell:
         self.wall_grace_s = wall_grace_s
         self.max_cached = max_cached
         self.clocks: dict[int, PartitionClock] = {}
+        self.rebuilt_contacts: dict[int, list[tuple[str, Any]]] = {}
         self.stats = ShellStats()
 
     def forget_partitions(self) -> None:
@@ -82,6 +83,7 @@ class ScoringShell:
         Call it only between batches (after :meth:`flush`), as on a rebalance.
         """
         self.clocks.clear()
+        self.rebuilt_contacts.clear()
 
     def _clock(self, partition: int) -> PartitionClock:
         clock = self.clocks.get(partition)
@@ -104,16 +106,23 @@ class ScoringShell:
         are left alone.
         """
         fresh: dict[int, PartitionClock] = {}
+        contacts: dict[int, list[tuple[str, Any]]] = {}
         for partition, customer_id, raw in self._stored():
             if partition in self.clocks:
                 continue
             clock = fresh.get(partition)
             if clock is None:
                 clock = fresh[partition] = self._empty_clock()
+                contacts[partition] = []
             clock.timers.schedule(customer_id, float(stored_field(raw, NEXT_WAKE)))
             clock.watermark.observe(float(stored_field(raw, CLOCK)))
+            history = stored_field(raw, CONTACTS)
+            if history:
+                contacts[partition].append((customer_id, history))
             self.stats.rebuilt_customers += 1
         self.clocks.update(fresh)
+        # Kept for the intervention shell's own rebuild (one pass serves both).
+        self.rebuilt_contacts.update(contacts)
 
     def _stored(self) -> Iterable[tuple[int, str, Any]]:
         """Yield (partition, customer id, stored value) of every stored state."""
@@ -275,6 +284,27 @@ class ScoringShell:
             if contacts is not None:
                 found.append((customer_id, contacts))
         return found
+
+    def partition_contacts(self, partition: int) -> list[tuple[str, Any]]:
+        """Return (customer id, contact history) of ``partition``'s customers that have one.
+
+        Right after the partition's timers were rebuilt this comes from that same pass over
+        the store; otherwise it is a pass of its own.
+        """
+        self._clock(partition)
+        found = self.rebuilt_contacts.pop(partition, None)
+        if found is None:
+            return [
+                (cid, contacts)
+                for cid, contacts in self.contact_items()
+                if self.partition_of(cid) == partition
+            ]
+        cache = self.clocks[partition].cache
+        merged = {cid: contacts for cid, contacts in found if cid not in cache}
+        for cid, state in cache.items():  # cached states may be newer than the store
+            if state.contacts:
+                merged[cid] = state.contacts
+        return list(merged.items())
 
     def watermark_of(self, partition: int) -> float:
         """Return the watermark of ``partition`` (epoch seconds; -inf before any event)."""

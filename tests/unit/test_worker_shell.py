@@ -222,3 +222,29 @@ def test_a_scan_of_the_stored_states_rebuilds_the_same_timers_as_the_store() -> 
     for shell in (rebuilt, plain):
         assert shell.stats.rebuilt_customers == 2
     assert rebuilt.clocks[0].timers.pop_due(1e12) == plain.clocks[0].timers.pop_due(1e12)
+
+
+def test_the_rebuild_pass_also_serves_the_contact_histories_of_a_partition() -> None:
+    model = FrozenLinearModel.prior_only()
+    store: dict[str, Any] = {}
+    owner = {"a": 0, "b": 0, "c": 1}
+    writer = ScoringShell(store, ScoringConfig(), lambda: model, partition_of=owner.__getitem__)
+    for cid, partition in owner.items():
+        writer.on_event(_order(cid, 0), partition=partition)
+    writer.set_contacts("a", {"currency": "EUR"})
+    writer.set_contacts("c", {"currency": "USD"})
+    writer.flush(0)
+    writer.flush(1)
+    reader = ScoringShell(store, ScoringConfig(), lambda: model, partition_of=owner.__getitem__)
+    reader.on_event(_order("b", 5), partition=0)  # rebuilds both partitions in one pass
+    reader.set_contacts("b", {"currency": "GBP"})  # newer than the store: the cache wins
+    assert sorted(reader.partition_contacts(0)) == [
+        ("a", {"currency": "EUR"}),
+        ("b", {"currency": "GBP"}),
+    ]
+    assert reader.partition_contacts(1) == [("c", {"currency": "USD"})]
+    # asked again (no rebuild in between): a pass of its own gives the same answer
+    assert sorted(reader.partition_contacts(0)) == [
+        ("a", {"currency": "EUR"}),
+        ("b", {"currency": "GBP"}),
+    ]
