@@ -76,7 +76,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--events", type=int, default=200_000, help="at least this many events")
     parser.add_argument("--customers", type=int, default=50_000, help="customers (>= 50k)")
     parser.add_argument(
-        "--restore-customers", type=int, default=100_000, help="states to restore (per 1M: x)"
+        "--restore-customers", type=int, default=1_000_000, help="states to restore (1M: measured)"
     )
     parser.add_argument("--budget-s", type=float, default=None, help="wall-clock budget")
     parser.add_argument("--seed", type=int, default=7, help="input seed")
