@@ -351,9 +351,11 @@ def event_from_dict(
     if not allowed.issuperset(raw):
         unknown = set(raw) - allowed
         raise _fail(sorted(unknown)[0], f"is not a field of a {kind} event")
-    for field in _REQUIRED[kind]:
-        if raw.get(field) is None:
-            raise _fail(field, f"is required for a {kind} event")
+    required = _REQUIRED[kind]
+    if None in map(raw.get, required):  # one C-level pass; name the field only on failure
+        for field in required:
+            if raw.get(field) is None:
+                raise _fail(field, f"is required for a {kind} event")
     if kind == "order":
         return _order(raw, now)
     if kind == "click":
