@@ -38,7 +38,8 @@ class _Facts:
     )
 
     def __init__(self, state: CustomerState) -> None:
-        self.counters = state.counters.copy()
+        # a tuple of floats: the garbage collector stops tracking it (scores wait in a window)
+        self.counters = tuple(state.counters)
         self.first_seen_s = state.first_seen_s
         self.last_order_s = state.last_order_s
         self.last_visit_s = state.last_visit_s
