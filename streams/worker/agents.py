@@ -198,7 +198,15 @@ def wire_agents(worker: Worker) -> None:
         for source in released.gave_up:
             # Waited long enough: expect nothing more from it until a record arrives.
             tp = TP(source_topics[source], partition)
-            next_unseen[tp] = max(next_unseen.get(tp, 0), app.consumer.highwater(tp) or 0)
+            highwater = app.consumer.highwater(tp)
+            log.info(
+                "merge gave up waiting for %s/%d: next %s, highwater %s",
+                tp.topic,
+                partition,
+                next_unseen.get(tp),
+                highwater,
+            )
+            next_unseen[tp] = max(next_unseen.get(tp, 0), highwater or 0)
         for held in released.items:
             if held.generation != generation[0]:
                 return  # a rebalance happened while an earlier record was being sent
