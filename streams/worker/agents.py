@@ -218,7 +218,11 @@ def wire_agents(worker: Worker) -> None:
         message = event.message
         tp = TP(message.topic, message.partition)
         if tp not in owned:
-            return
+            # The assignment signal may come after the first records (Faust resumes the
+            # streams when recovery ends): ask the consumer before dropping a record.
+            if tp not in app.consumer.assignment():
+                return
+            owned.add(tp)
         received_in = generation[0]
         next_unseen[tp] = message.offset + 1
         decoded = await decode(message)
