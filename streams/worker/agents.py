@@ -120,6 +120,7 @@ def wire_agents(worker: Worker) -> None:
     # rebalance are left for their new owner (not processed, not acknowledged). The
     # generation changes at every revoke: records received before it are dropped too.
     owned: set[TP] = set()
+    revoked: set[TP] = set()  # revoked and not assigned again yet
     generation = [0]
     acker: list[Any] = []  # the stream that acknowledges, once the agent runs
     flushing = asyncio.Lock()
@@ -219,8 +220,10 @@ def wire_agents(worker: Worker) -> None:
         tp = TP(message.topic, message.partition)
         if tp not in owned:
             # The assignment signal may come after the first records (Faust resumes the
-            # streams when recovery ends): ask the consumer before dropping a record.
-            if tp not in app.consumer.assignment():
+            # streams when recovery ends): ask the consumer before dropping a record, unless
+            # the partition was revoked and not assigned again yet (during a rebalance the
+            # consumer still lists its old assignment).
+            if tp in revoked or tp not in app.consumer.assignment():
                 return
             owned.add(tp)
         received_in = generation[0]
@@ -332,6 +335,8 @@ def wire_agents(worker: Worker) -> None:
         # Unflushed records are re-delivered from the committed offsets after the
         # rebalance: forget their unwritten effects and do not acknowledge them.
         generation[0] += 1
+        revoked.update(args[0] if args else kwargs.get("revoked", set()))
+        revoked.update(owned)
         owned.clear()
         window[0] = Window()
         drain.drop()
@@ -346,6 +351,7 @@ def wire_agents(worker: Worker) -> None:
         assigned = args[0] if args else kwargs.get("assigned", set())
         owned.clear()
         owned.update(tp for tp in assigned if tp.topic in source_index)
+        revoked.clear()
 
     @app.on_before_shutdown.connect
     async def on_shutdown(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
