@@ -54,8 +54,8 @@ from streams.core.state import CustomerState
 from streams.io.avro import AvroCodec, default_codec
 from streams.metrics import Metrics
 from streams.settings import INPUT_TOPICS
-from streams.worker.app import partitioner
 from streams.worker.intervene import InterventionShell
+from streams.worker.partitioning import partitioner
 from streams.worker.shell import ContactsInState, ScoringShell
 
 OUT_DIR: Final[Path] = Path(__file__).resolve().parent / "out"

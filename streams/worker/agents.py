@@ -1,6 +1,8 @@
 """The Faust agents: decode, call the plain shells, send. Nothing else happens here.
 
-The scoring agent works like Kafka Streams' record cache: each record is processed at once
+The scoring handler takes the input topics' records as lists straight from the consumer's
+fetch (``streams/worker/dispatch.py``: no per-record Faust ``Event``, channel queue or
+stream) and works like Kafka Streams' record cache: each record is processed at once
 (risk changes, training examples and interventions are sent right away), but the customer
 states it changed, and the scores of the compacted scores topic, are written once per
 customer per flush window, and the window's records are acknowledged only after that write.
@@ -22,6 +24,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import faust
+from faust.events import Event as FaustEvent
 from faust.streams import _current_event
 from faust.types import TP
 
@@ -30,7 +33,9 @@ from streams.core.merge import PartitionMerge
 from streams.core.records import ChurnScore
 from streams.errors import DecodeError
 from streams.settings import INPUT_TOPICS
+from streams.worker.batch_writes import TableBatchWriter
 from streams.worker.deadletters import dead_letter_headers
+from streams.worker.dispatch import add_batch_topic
 from streams.worker.draining import Closed, PartitionStates, WindowDrain
 from streams.worker.model_feed import follow_models
 from streams.worker.outputs import Outputs, band_of, observe
@@ -49,9 +54,14 @@ FLUSH_MAX_RECORDS = 10_000
 FLUSH_EVERY_S = 1.0
 # How often the quiet-window timer looks for a window to close and held records to release.
 QUIET_CHECK_S = 0.1
-# After each record, this much of the closed window is written (streams/worker/draining.py):
-# a score send or an ack is one item, eight state writes are one.
-DRAIN_ITEMS_PER_RECORD = 24
+# After each list of records, this much of the closed window is written per record
+# (streams/worker/draining.py): a score or a state is one item (~4 µs), an ack an eighth.
+DRAIN_ITEMS_PER_RECORD = 4
+# Scores and states per produce batch and RocksDB batch.
+DRAIN_CHUNK = 256
+# What the quiet-window timer writes of a closed window while records keep arriving (all of
+# it once none came since its last check).
+DRAIN_ITEMS_PER_CHECK = 1_000
 WALL_TICK_S = 1.0
 # How long a record waits for an input topic that lags behind (Kafka Streams' max.task.idle.ms).
 MERGE_MAX_WAIT_S = 0.5
@@ -61,7 +71,7 @@ MERGE_MAX_WAIT_S = 0.5
 class Window:
     """Records processed since the last flush, and what waits for the flush."""
 
-    events: list[Any] = field(default_factory=list)
+    events: list[Any] = field(default_factory=list)  # the records (Faust messages), to ack
     last_event_of: dict[int, Any] = field(default_factory=dict)
     scores: dict[str, ChurnScore] = field(default_factory=dict)
     started_s: float = field(default_factory=time.monotonic)
@@ -71,7 +81,7 @@ class Window:
 class Held:
     """A decoded record waiting in its partition's event-time merge."""
 
-    event: Any
+    message: Any  # Faust's ConsumerMessage
     decoded: Event
     source: int
     arrival_s: float
@@ -79,13 +89,14 @@ class Held:
 
 
 @contextmanager
-def event_context(event: Any) -> Iterator[None]:
-    """Make ``event`` Faust's current event, so table writes go to its partition.
+def event_context(app: faust.App, message: Any) -> Iterator[None]:
+    """Make a Faust event of ``message`` the current event, so table writes go to its partition.
 
     Faust tables take the changelog partition from the current event; a window's coalesced
-    writes happen after its events, so each partition's writes run in the context of that
-    partition's last event. (``_current_event`` is Faust's own context variable.)
+    writes happen after its records, so each partition's writes run in the context of that
+    partition's last record. (``_current_event`` is Faust's own context variable.)
     """
+    event = FaustEvent(app, message.key, message.value, message.headers, message)
     token = _current_event.set(weakref.ref(event))
     try:
         yield
@@ -122,20 +133,23 @@ def wire_agents(worker: Worker) -> None:
     owned: set[TP] = set()
     revoked: set[TP] = set()  # revoked and not assigned again yet
     generation = [0]
-    acker: list[Any] = []  # the stream that acknowledges, once the agent runs
     flushing = asyncio.Lock()
     last_uplift_refresh = [0.0]
 
     outputs = Outputs(worker)
-    send_now, send_score = outputs.send_now, outputs.send_score
+    send_now = outputs.send_now
+    states_table = TableBatchWriter(shell.store, outputs.batches)
 
-    def write_states(part: PartitionStates, customer_ids: Sequence[str]) -> None:
-        with event_context(part.context):
-            shell.write(part.partition, customer_ids)
+    async def write_states(part: PartitionStates, customer_ids: Sequence[str]) -> None:
+        items = shell.states_to_write(part.partition, customer_ids)
+        # The context matters only for the per-record fallback (in a Faust transaction).
+        with event_context(app, part.context):
+            await states_table.write(part.partition, items)
 
-    async def ack(event: Any) -> None:
-        if acker:
-            await acker[0].ack(event)
+    def ack(messages: Sequence[Any]) -> None:
+        consumer_ack = app.consumer.ack
+        for message in messages:
+            consumer_ack(message)
 
     def drained(partitions: list[int]) -> None:
         for partition in partitions:
@@ -145,7 +159,10 @@ def wire_agents(worker: Worker) -> None:
             last_uplift_refresh[0] = now_s
             worker.uplift_gauges.update(worker.interventions.uplift)
 
-    drain = WindowDrain(send_score, write_states, ack, drained)
+    drain = WindowDrain(
+        outputs.send_scores, write_states, ack, drained, DRAIN_CHUNK, outputs.batches.settled
+    )
+    last_arrival = [0.0]
 
     async def close_window() -> None:
         # The caller holds ``flushing``. One closed window is written at a time.
@@ -211,12 +228,11 @@ def wire_agents(worker: Worker) -> None:
         for held in released.items:
             if held.generation != generation[0]:
                 return  # a rebalance happened while an earlier record was being sent
-            window[0].events.append(held.event)
+            window[0].events.append(held.message)
             await process(held)
 
-    async def receive(event: Any) -> None:
+    async def receive(message: Any) -> None:
         arrival_s = time.monotonic()
-        message = event.message
         tp = TP(message.topic, message.partition)
         if tp not in owned:
             # The assignment signal may come after the first records (Faust resumes the
@@ -232,26 +248,25 @@ def wire_agents(worker: Worker) -> None:
         if received_in != generation[0]:
             return
         if decoded is None:
-            window[0].events.append(event)
+            window[0].events.append(message)
             return
         if (message.key or b"").decode("utf-8", "replace") != decoded.customer_id:
             # Keyed otherwise: re-key by customer so the customer's partition owns it.
             worker.repartitioned += 1
             worker.metrics.record_repartitioned()
             await resend[message.topic].send(key=decoded.customer_id.encode(), value=message.value)
-            window[0].events.append(event)
+            window[0].events.append(message)
             return
         partition = message.partition
         merge = merges.get(partition)
         if merge is None:
             merge = merges[partition] = PartitionMerge()
-        held = Held(event, decoded, source_index[message.topic], arrival_s, received_in)
+        held = Held(message, decoded, source_index[message.topic], arrival_s, received_in)
         merge.add(held.source, decoded.event_time.timestamp(), held)
         await release(partition, merge)
 
     async def process(held: Held) -> None:
-        event, decoded = held.event, held.decoded
-        message = event.message
+        message, decoded = held.message, held.decoded
         partition = message.partition
         skipped = shell.stats.replayed_skipped
         out = shell.on_event(decoded, partition, held.source, message.offset)
@@ -266,29 +281,29 @@ def wire_agents(worker: Worker) -> None:
             )
         )
         current = window[0]
-        current.last_event_of[partition] = event
-        seen_partitions[partition] = (event, held.arrival_s)
+        current.last_event_of[partition] = message
+        seen_partitions[partition] = (message, held.arrival_s)
         for score in out.scores:
             current.scores[score.customer_id] = score
         await send_now(out, routed)
         observe(worker, out, decoded.event_time.timestamp(), held.arrival_s)
 
-    @app.agent(inputs, name="score")
-    async def score(stream: faust.StreamT[bytes]) -> None:
-        quiet = stream.noack()  # type: ignore[attr-defined] # on faust.Stream, not StreamT
-        acker[:] = [quiet]
-        async for event in quiet.events():
-            await receive(event)
-            current = window[0]
-            if current.events and (
-                len(current.events) >= FLUSH_MAX_RECORDS
-                or time.monotonic() - current.started_s >= FLUSH_EVERY_S
-            ):
-                async with flushing:
-                    await close_window()
-            if drain.pending:
-                async with flushing:
-                    await drain.advance(DRAIN_ITEMS_PER_RECORD, generation[0])
+    async def score(messages: Sequence[Any]) -> None:
+        last_arrival[0] = time.monotonic()
+        for message in messages:
+            await receive(message)
+        current = window[0]
+        if current.events and (
+            len(current.events) >= FLUSH_MAX_RECORDS
+            or time.monotonic() - current.started_s >= FLUSH_EVERY_S
+        ):
+            async with flushing:
+                await close_window()
+        if drain.pending:
+            async with flushing:
+                await drain.advance(DRAIN_ITEMS_PER_RECORD * len(messages), generation[0])
+
+    add_batch_topic(app, inputs, score)
 
     @app.timer(interval=QUIET_CHECK_S)  # type: ignore[untyped-decorator] # faust's is untyped
     async def flush_quiet_window() -> None:
@@ -299,7 +314,10 @@ def wire_agents(worker: Worker) -> None:
                 await release(partition, merge)
         if drain.pending:
             async with flushing:
-                await drain.finish(generation[0])
+                if time.monotonic() - last_arrival[0] >= QUIET_CHECK_S:
+                    await drain.finish(generation[0])
+                else:
+                    await drain.advance(DRAIN_ITEMS_PER_CHECK, generation[0])
         if window[0].events and time.monotonic() - window[0].started_s >= FLUSH_EVERY_S:
             await flush()
 

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 from dataclasses import dataclass, field
 from typing import Any
 
 import faust
-from kafka.partitioner.default import murmur2
 from prometheus_client import CollectorRegistry
 
 from streams.core.config import ScoringConfig
@@ -23,6 +21,7 @@ from streams.worker.bulk_restore import bulk_restore_store_url
 from streams.worker.delivery import Delivery, register_alert_stream
 from streams.worker.intervene import InterventionShell
 from streams.worker.models import ModelHolder, TrainerShell
+from streams.worker.partitioning import partitioner
 from streams.worker.shell import ContactsInState, ScoringShell
 from streams.worker.table_scan import table_scan
 from streams.worker.tuning import TunedApp
@@ -54,18 +53,6 @@ class Worker:
     def models_caught_up(self) -> bool:
         """Return whether every snapshot published before start has been read."""
         return self.models_ready.is_set()
-
-
-def partitioner(partitions: int) -> Any:
-    """Return ``customer_id -> partition``, the same murmur2 hash Kafka producers use."""
-
-    # kafka-python's murmur2 is pure Python (a few µs): the worker asks several times per
-    # record, so recent answers are remembered.
-    @functools.lru_cache(maxsize=1 << 16)
-    def partition_of(customer_id: str) -> int:
-        return int((murmur2(customer_id.encode("utf-8")) & 0x7FFFFFFF) % partitions)
-
-    return partition_of
 
 
 def _broker_credentials(settings: Settings) -> Any:

@@ -4,8 +4,8 @@ When a flush window closes, its customers' latest scores, their changed states a
 acknowledgements of its records are due. Writing them all at once stops the agent for tens
 of milliseconds (a changelog record per state, a produce per score, an ack per record), and
 every record that arrives meanwhile waits: that is the half-load latency's tail. Instead the
-agent closes the window (takes its dirty customer ids) and then, after each record it
-processes, writes a small chunk of what the closed window owes; the window's records are
+agent closes the window (takes its dirty customer ids) and then, after each list of records
+it processes, writes a small chunk of what the closed window owes; the window's records are
 acknowledged only when all of it is written, so offsets are still committed only for
 records whose effects are stored.
 
@@ -44,25 +44,34 @@ class Closed:
     partitions_done: int = 0
     ids_done: int = 0
     acks_done: int = 0
+    settled: bool = False  # the outputs handed over before the acknowledgements
     partitions: list[int] = field(default_factory=list)
 
 
 class WindowDrain:
-    """Writes out one closed window at a time; each call does at most ``budget`` items."""
+    """Writes out one closed window at a time; each call does at most ``budget`` items.
+
+    Scores and states go in chunks of up to ``chunk`` (a produce batch, a RocksDB batch),
+    acknowledgements eight times as many per call; a score or a state costs one unit of
+    budget, an acknowledgement an eighth. Before the first acknowledgement ``settle`` is
+    awaited: the outputs sent in the background must be in the producer by then.
+    """
 
     def __init__(
         self,
-        send_score: Callable[[ChurnScore], Awaitable[None]],
-        write_states: Callable[[PartitionStates, Sequence[str]], None],
-        ack: Callable[[Any], Awaitable[None]],
+        send_scores: Callable[[Sequence[ChurnScore]], Awaitable[None]],
+        write_states: Callable[[PartitionStates, Sequence[str]], Awaitable[None]],
+        ack: Callable[[Sequence[Any]], None],
         on_done: Callable[[list[int]], None],
-        state_chunk: int = 64,
+        chunk: int = 64,
+        settle: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
-        self.send_score = send_score
+        self.send_scores = send_scores
         self.write_states = write_states
         self.ack = ack
         self.on_done = on_done
-        self.state_chunk = state_chunk
+        self.settle = settle
+        self.chunk = chunk
         self.closed: Closed | None = None
 
     @property
@@ -82,7 +91,7 @@ class WindowDrain:
         self.closed = None
 
     async def advance(self, budget: int, generation: int) -> bool:
-        """Write up to ``budget`` items (scores, chunks of states, acks); True when done.
+        """Write up to ``budget`` items (scores, states, acks); True when done.
 
         Scores first (sent before the states that produced them: a crash between the two
         re-sends them rather than losing them), then states, then the acknowledgements.
@@ -90,30 +99,39 @@ class WindowDrain:
         dropped, never written.
         """
         closed = self.closed
+        size = self.chunk
         while closed is not None and budget > 0:
             if closed.generation != generation or self.closed is not closed:
                 self.closed = None
                 return True
+            take = max(1, min(size, budget))
             if closed.scores_done < len(closed.scores):
-                score = closed.scores[closed.scores_done]
-                closed.scores_done += 1
-                budget -= 1
-                await self.send_score(score)
+                done = closed.scores_done
+                scores = closed.scores[done : done + take]
+                closed.scores_done += len(scores)
+                budget -= len(scores)
+                await self.send_scores(scores)
             elif closed.partitions_done < len(closed.states):
                 part = closed.states[closed.partitions_done]
-                chunk = part.customer_ids[closed.ids_done : closed.ids_done + self.state_chunk]
+                chunk = part.customer_ids[closed.ids_done : closed.ids_done + take]
                 closed.ids_done += len(chunk)
                 if closed.ids_done >= len(part.customer_ids):
                     closed.partitions_done += 1
                     closed.ids_done = 0
-                budget -= max(1, len(chunk) // 8)  # a state write is cheap next to a send
+                budget -= max(1, len(chunk))
                 if chunk:
-                    self.write_states(part, chunk)
+                    await self.write_states(part, chunk)
             elif closed.acks_done < len(closed.events):
-                event = closed.events[closed.acks_done]
-                closed.acks_done += 1
-                budget -= 1
-                await self.ack(event)
+                if not closed.settled:
+                    closed.settled = True
+                    if self.settle is not None:
+                        await self.settle()
+                    continue  # a rebalance may have happened meanwhile
+                done = closed.acks_done
+                records = closed.events[done : done + take * 8]
+                closed.acks_done += len(records)
+                budget -= max(1, len(records) // 8)
+                self.ack(records)
             else:
                 self.closed = None
                 self.on_done(closed.partitions)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from streams.core.records import ChurnScore
 from streams.core.scoring import StepOutput
+from streams.worker.batch_writes import Pair, PartitionBatches
 from streams.worker.intervene import Routed
+from streams.worker.partitioning import partitioner
 
 if TYPE_CHECKING:
     from streams.worker.app import Worker
@@ -23,6 +25,8 @@ class Outputs:
         self.worker = worker
         self.codec = worker.codec
         self.names = {name: worker.settings.topic(name) for name in OUTPUT_NAMES}
+        self.batches = PartitionBatches(worker.app)
+        self._partitioners: dict[int, Callable[[str], int]] = {}
 
     async def emit(self, topic: str, key: str, value: bytes) -> None:
         """Send one record of output ``topic`` (short name) keyed by ``key``."""
@@ -53,6 +57,34 @@ class Outputs:
         """Send a customer's latest score of a window to the compacted scores topic."""
         value = self.codec.encode("churn_score", score.to_record(), trusted=True)
         await self.emit("churn-scores", score.customer_id, value)
+
+    async def send_scores(self, scores: Sequence[ChurnScore]) -> None:
+        """Send customers' latest scores of a window, one produce batch per partition.
+
+        Each goes to the partition the producer's own partitioner would pick for its key
+        (murmur2 over the topic's partition count, read from the producer's metadata).
+        """
+        if not scores:
+            return
+        topic = self.names["churn-scores"]
+        partition_of = await self._partitioner_for(topic)
+        encode = self.codec.encode
+        by_partition: dict[int, list[Pair]] = {}
+        for score in scores:
+            value = encode("churn_score", score.to_record(), trusted=True)
+            records = by_partition.setdefault(partition_of(score.customer_id), [])
+            records.append((score.customer_id.encode(), value))
+        for partition, records in by_partition.items():
+            await self.batches.send(topic, partition, records)
+
+    async def _partitioner_for(self, topic: str) -> Callable[[str], int]:
+        producer = self.worker.app.producer._ensure_producer()  # type: ignore[attr-defined]
+        await producer.client._wait_on_metadata(topic)
+        count = len(producer.client.cluster.partitions_for_topic(topic) or ())
+        found = self._partitioners.get(count)
+        if found is None:
+            found = self._partitioners[count] = partitioner(count)
+        return found
 
 
 def band_of(worker: Worker) -> Callable[[str], str | None]:

@@ -215,18 +215,27 @@ class ScoringShell:
 
     def write(self, partition: int, customer_ids: Iterable[str]) -> int:
         """Write the current states of ``customer_ids`` (taken by :meth:`take_dirty`)."""
+        items = self.states_to_write(partition, customer_ids)
+        for customer_id, value in items:
+            self.store[customer_id] = value
+        return len(items)
+
+    def states_to_write(
+        self, partition: int, customer_ids: Iterable[str]
+    ) -> list[tuple[str, dict[str, Any]]]:
+        """Return the current states of ``customer_ids`` (taken by :meth:`take_dirty`) as
+        ``(customer id, stored form)``, counted as written: the caller writes them all."""
         clock = self.clocks.get(partition)
         if clock is None:
-            return 0  # forgotten (a rebalance): the records come again
-        written = 0
+            return []  # forgotten (a rebalance): the records come again
+        items = []
         for customer_id in customer_ids:
             state = clock.cache.get(customer_id)
             clock.writing.discard(customer_id)
             if state is not None:
-                self.store[customer_id] = state.to_dict()
-                written += 1
-        self.stats.state_writes += written
-        return written
+                items.append((customer_id, state.to_dict()))
+        self.stats.state_writes += len(items)
+        return items
 
     def evict(self, partition: int) -> None:
         """Drop the least recently changed states beyond the partition's share of the cache.

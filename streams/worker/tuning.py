@@ -14,6 +14,10 @@ What faust-streaming 0.15 does by default, and what this module changes:
   timestamps and deques for Faust's own ``/stats`` page, which churnstream does not serve
   (its metrics are Prometheus). :class:`QuietMonitor` keeps the per-commit, per-rebalance
   and end-offset bookkeeping and drops the per-record work.
+- Its consumer loop hands every record to the conductor inside its own ``wait_first`` (a
+  task and four futures per record); :class:`TunedApp`'s consumer delivers each fetched
+  batch at once and can hand a topic's records to a batch handler as lists
+  (``streams/worker/dispatch.py``).
 - ``uvloop`` replaces asyncio's event loop (see :func:`use_uvloop`).
 - CPython's cyclic garbage collector stops the worker for a full collection every few
   seconds under load, for about 1 µs per tracked object (hundreds of ms with 50,000 cached
@@ -32,6 +36,8 @@ from typing import Any
 import faust
 from faust.sensors.monitor import Monitor
 from faust.transport.drivers import aiokafka as faust_aiokafka
+
+from streams.worker.dispatch import drain_messages
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +90,9 @@ class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
 class _Consumer(faust_aiokafka.Consumer):
     def _new_consumer_thread(self) -> Any:
         return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+    async def _drain_messages(self, fetcher: Any) -> None:
+        await drain_messages(self, fetcher)
 
 
 class _Transport(faust_aiokafka.Transport):

@@ -26,8 +26,8 @@ from streams.errors import ValidationError
 from streams.io.avro import default_codec
 from streams.metrics import Metrics
 from streams.settings import Settings
-from streams.worker.app import partitioner
 from streams.worker.models import ModelHolder
+from streams.worker.partitioning import partitioner
 from streams.worker.shell import ScoringShell
 from streams.worker.web import (
     SCORE_PATH,

@@ -14,18 +14,24 @@ class Log:
         self.items: list[tuple[str, Any]] = []
         self.done: list[list[int]] = []
 
-    async def send_score(self, score: Any) -> None:
-        await asyncio.sleep(0)
-        self.items.append(("score", score))
+        self.calls: list[str] = []
 
-    def write_states(self, part: PartitionStates, customer_ids: Sequence[str]) -> None:
+    async def send_scores(self, scores: Sequence[Any]) -> None:
+        await asyncio.sleep(0)
+        self.calls.append("score")
+        self.items.extend(("score", score) for score in scores)
+
+    async def write_states(self, part: PartitionStates, customer_ids: Sequence[str]) -> None:
+        await asyncio.sleep(0)
+        self.calls.append("state")
         self.items.extend(("state", (part.partition, cid)) for cid in customer_ids)
 
-    async def ack(self, event: Any) -> None:
-        self.items.append(("ack", event))
+    def ack(self, records: Sequence[Any]) -> None:
+        self.calls.append("ack")
+        self.items.extend(("ack", record) for record in records)
 
-    def drain(self, chunk: int = 4) -> WindowDrain:
-        return WindowDrain(self.send_score, self.write_states, self.ack, self.done.append, chunk)
+    def drain(self, chunk: int = 4) -> WindowDrain:  # no settle: nothing sent in background
+        return WindowDrain(self.send_scores, self.write_states, self.ack, self.done.append, chunk)
 
 
 def closed(generation: int = 0) -> Closed:
@@ -49,6 +55,22 @@ def test_everything_is_written_in_order_scores_states_then_acks() -> None:
     assert [item for kind, item in log.items if kind == "ack"] == ["e1", "e2", "e3"]
     assert log.done == [[0, 3]]
     assert steps > 3, "a small budget spreads the writing over several calls"
+    # chunks of at most the budget (2): both scores in one call, 10 + 1 states in six, and
+    # acks eight to a budget unit: all three in one
+    assert log.calls == ["score"] + ["state"] * 6 + ["ack"]
+
+
+def test_the_background_sends_are_settled_once_before_the_first_ack() -> None:
+    log = Log()
+
+    async def settle() -> None:
+        await asyncio.sleep(0)
+        log.calls.append("settle")
+
+    drain = WindowDrain(log.send_scores, log.write_states, log.ack, log.done.append, 64, settle)
+    drain.start(closed())
+    asyncio.run(drain.finish(generation=0))
+    assert log.calls == ["score", "state", "state", "settle", "ack"]
 
 
 def test_the_acks_come_only_after_every_state_is_written() -> None:
