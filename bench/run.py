@@ -81,6 +81,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--budget-s", type=float, default=None, help="wall-clock budget")
     parser.add_argument("--seed", type=int, default=7, help="input seed")
     parser.add_argument("--profile", action="store_true", help="py-spy the worker during (d)")
+    parser.add_argument(
+        "--half-load-rate",
+        type=float,
+        default=0.0,
+        help="for development: send the latency phase at this rate, not half of (d)'s",
+    )
     parser.add_argument("--no-simulator", action="store_true", help="use the bench generator")
     parser.add_argument("--fresh-input", action="store_true", help="ignore the input cache")
     parser.add_argument("--keep", action="store_true", help="keep the temporary data dir")

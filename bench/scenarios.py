@@ -318,7 +318,7 @@ class Run:
         """
         assert self.input is not None
         full = self.measured["full"]
-        rate = max(10.0, full.events_per_s / 2)
+        rate = self.args.half_load_rate or max(10.0, full.events_per_s / 2)
         count = int(rate * self.plan.half_load_s)
         self.extra["half_load_settle_s"] = round(settle(worker), 1)
         scored = worker.events_scored()
@@ -326,7 +326,10 @@ class Run:
         records = encode_records(events)
         self.log(f"half load: {count:,} records at {rate:,.0f}/s for {self.plan.half_load_s:.0f}s")
         self.half_load_started = True
+        cpu_before, wall_before = cpu_seconds(worker.child.pid), time.monotonic()
         result = half_load(self.settings(prefix), records, rate, self.plan.partitions)
+        # The worker's CPU over the sending: how close to its limit the half load is.
+        cpu_share = (cpu_seconds(worker.child.pid) - cpu_before) / (time.monotonic() - wall_before)
         wait_scored(worker, scored + len(records), 60.0)
         if prefix == "in-":
             self.half_records = records
@@ -339,11 +342,12 @@ class Run:
             "max_ms": _round(result.max_ms),
             "unmatched_risk_changes": result.unmatched_risk_changes,
             "p50_ms_by_5s_of_sending": result.p50_ms_by_5s,
+            "worker_cpu_share_while_sending": round(cpu_share, 2),
             "worker": "(d)" if prefix == "in-" else "fresh, empty state",
         }
         self.log(
             f"half load: p50 {_round(result.p50_ms)} ms, p99 {_round(result.p99_ms)} ms; "
-            f"p50 per 5 s of sending: {result.p50_ms_by_5s}"
+            f"p50 per 5 s of sending: {result.p50_ms_by_5s}; worker CPU {cpu_share:.0%} of a core"
         )
 
     def restore(self) -> None:

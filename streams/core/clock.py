@@ -70,11 +70,11 @@ class TimerIndex:
     __slots__ = (
         "_bucket_s",
         "_buckets",
+        "_current",
+        "_current_bucket",
         "_due",
         "_heap",
         "_in_heap",
-        "_partial_bucket",
-        "_partial_min_s",
     )
 
     def __init__(self, bucket_s: float = 60.0) -> None:
@@ -87,11 +87,12 @@ class TimerIndex:
         # A bucket id sits in the heap at most once; emptied buckets stay as stale heap
         # entries until their time comes, which bounds the heap by distinct buckets.
         self._in_heap: set[int] = set()
-        # The watermark's bucket after a pop_due that left part of it, and a lower bound of
-        # the due times in it: until the watermark reaches that bound nothing can be due, so
-        # the many calls within one bucket skip re-scanning its members.
-        self._partial_bucket: int | None = None
-        self._partial_min_s = math.inf
+        # The watermark's own bucket, once a pop reached it, is a heap of (due, id) instead
+        # of a set: the watermark moves through it a few timers at a time, and scanning the
+        # whole bucket each time cost O(bucket) per timer. Entries whose customer was
+        # rescheduled since are stale and skipped when they come up.
+        self._current: list[tuple[float, str]] = []
+        self._current_bucket: int | None = None
 
     @classmethod
     def rebuild(
@@ -128,48 +129,51 @@ class TimerIndex:
             return
         due[customer_id] = due_s
         bucket = math.floor(due_s / bucket_s)
+        if bucket == self._current_bucket:
+            heapq.heappush(self._current, (due_s, customer_id))
+            return
         members = buckets.get(bucket)
         if members is None:
             buckets[bucket] = {customer_id}
         else:
             members.add(customer_id)
-        if bucket == self._partial_bucket and due_s < self._partial_min_s:
-            self._partial_min_s = due_s
         if bucket not in self._in_heap:
             self._in_heap.add(bucket)
             heapq.heappush(self._heap, bucket)
 
     def pop_due(self, watermark_s: float) -> list[tuple[float, str]]:
         """Return and remove the timers due at or before ``watermark_s``, in (due, id) order."""
-        heap = self._heap
+        heap, current = self._heap, self._current
         limit = math.floor(watermark_s / self._bucket_s)
-        if not heap or heap[0] > limit:
+        if (not current or current[0][0] > watermark_s) and (not heap or heap[0] > limit):
             return []  # the common case (called after every event): nothing is due
-        if heap[0] == limit == self._partial_bucket and watermark_s < self._partial_min_s:
-            return []  # only the watermark's own bucket is left, and none of it is due yet
+        pending = self._due
         due: list[tuple[float, str]] = []
-        partial: set[str] = set()
+        while current and current[0][0] <= watermark_s:
+            due_s, customer_id = heapq.heappop(current)
+            if pending.get(customer_id) == due_s:
+                del pending[customer_id]
+                due.append((due_s, customer_id))
         while heap and heap[0] <= limit:
             bucket = heapq.heappop(heap)
             self._in_heap.discard(bucket)
             members = self._buckets.pop(bucket, None)
             if not members:
                 continue
-            for customer_id in members:
-                due_s = self._due[customer_id]
-                if due_s <= watermark_s:
-                    del self._due[customer_id]
-                    due.append((due_s, customer_id))
-                else:
-                    partial.add(customer_id)
-        if partial:
-            # Only the watermark's own bucket can be partly due; put its rest back.
-            self._buckets[limit] = partial
-            self._in_heap.add(limit)
-            heapq.heappush(heap, limit)
-            self._partial_bucket = limit
-            self._partial_min_s = min([self._due[customer_id] for customer_id in partial])
-        else:
-            self._partial_bucket = None
+            if bucket < limit:  # wholly behind the watermark: all of it is due
+                for customer_id in members:
+                    due.append((pending.pop(customer_id), customer_id))
+                continue
+            # The watermark's own bucket: it becomes the current heap (the previous one is
+            # behind the watermark, so the loop above emptied it of live entries).
+            current = self._current = [
+                (pending[customer_id], customer_id) for customer_id in members
+            ]
+            heapq.heapify(current)
+            self._current_bucket = bucket
+            while current and current[0][0] <= watermark_s:
+                due_s, customer_id = heapq.heappop(current)
+                del pending[customer_id]
+                due.append((due_s, customer_id))
         due.sort()
         return due

@@ -137,6 +137,7 @@ def wire_agents(worker: Worker) -> None:
     last_uplift_refresh = [0.0]
 
     outputs = Outputs(worker)
+    band = band_of(worker)
     send_now = outputs.send_now
     states_table = TableBatchWriter(shell.store, outputs.batches)
 
@@ -160,7 +161,7 @@ def wire_agents(worker: Worker) -> None:
             worker.uplift_gauges.update(worker.interventions.uplift)
 
     drain = WindowDrain(
-        outputs.send_scores, write_states, ack, drained, DRAIN_CHUNK, outputs.batches.settled
+        outputs.send_scores, write_states, ack, drained, DRAIN_CHUNK, outputs.settled
     )
     last_arrival = [0.0]
 
@@ -276,9 +277,7 @@ def wire_agents(worker: Worker) -> None:
             return
         routed = worker.interventions.on_step(decoded, out, shell.state_of, partition)
         routed.extend(
-            worker.interventions.on_watermark(
-                partition, shell.watermark_of(partition), band_of(worker)
-            )
+            worker.interventions.on_watermark(partition, shell.watermark_of(partition), band)
         )
         current = window[0]
         current.last_event_of[partition] = message
@@ -302,6 +301,7 @@ def wire_agents(worker: Worker) -> None:
         if drain.pending:
             async with flushing:
                 await drain.advance(DRAIN_ITEMS_PER_RECORD * len(messages), generation[0])
+        await outputs.flush_now()
 
     add_batch_topic(app, inputs, score)
 
@@ -320,6 +320,7 @@ def wire_agents(worker: Worker) -> None:
                     await drain.advance(DRAIN_ITEMS_PER_CHECK, generation[0])
         if window[0].events and time.monotonic() - window[0].started_s >= FLUSH_EVERY_S:
             await flush()
+        await outputs.flush_now()
 
     if settings.wall_grace_s is not None:
 
@@ -339,7 +340,7 @@ def wire_agents(worker: Worker) -> None:
                         continue
                     out = shell.on_wall_tick(partition, time.time())
                     routed = worker.interventions.on_watermark(
-                        partition, shell.watermark_of(partition), band_of(worker)
+                        partition, shell.watermark_of(partition), band
                     )
                     if out.scores or routed.deliver:
                         current.last_event_of.setdefault(partition, last)
@@ -347,6 +348,7 @@ def wire_agents(worker: Worker) -> None:
                         current.scores[score.customer_id] = score
                     await send_now(out, routed)
             await flush()
+            await outputs.flush_now()
 
     @app.on_partitions_revoked.connect
     def on_revoked(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:

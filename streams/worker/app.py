@@ -17,6 +17,7 @@ from streams.io.avro import AvroCodec, default_codec
 from streams.metrics import Metrics
 from streams.settings import INPUT_TOPICS, Settings
 from streams.worker.agents import wire_agents
+from streams.worker.batch_writes import table_reader
 from streams.worker.bulk_restore import bulk_restore_store_url
 from streams.worker.delivery import Delivery, register_alert_stream
 from streams.worker.intervene import InterventionShell
@@ -132,6 +133,7 @@ def create_worker(settings: Settings, partitions: int) -> Worker:
         partition_of=partitioner(partitions),
         wall_grace_s=settings.wall_grace_s,
         scan=table_scan(customers),
+        read=table_reader(customers, partitioner(partitions)),
     )
     interventions = InterventionShell(
         ContactsInState(shell),

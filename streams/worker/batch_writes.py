@@ -25,7 +25,10 @@ the producer must be the transaction's; churnstream's worker runs at-least-once.
 from __future__ import annotations
 
 import asyncio
+import functools
+from collections import deque
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from faust.types import TP
@@ -34,21 +37,39 @@ from rocksdict import WriteBatch
 Pair = tuple[bytes, bytes]
 
 
+@dataclass(slots=True)
+class _Built:
+    """A produce batch being filled or waiting for its turn, and who wants its last offset."""
+
+    batch: Any
+    count: int = 0
+    callbacks: list[Callable[[int], None]] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class _Lane:
+    """One topic partition: its batches in order, and the task handing them to aiokafka."""
+
+    waiting: deque[_Built] = field(default_factory=deque)
+    pump: asyncio.Future[None] | None = None
+
+
 class PartitionBatches:
     """Sends records to one topic partition at a time as aiokafka produce batches.
 
     aiokafka's ``send_batch`` waits until the partition's previous batch has left the
-    accumulator (linger plus a produce round trip), so :meth:`send` only builds the batches
-    and hands them over in a background task per partition, chained so that they keep their
-    order. :meth:`settled` waits until everything handed over is in the accumulator: call it
-    before acknowledging the records whose outputs these are.
+    accumulator (linger plus a produce round trip). So records are appended to the
+    partition's newest batch that is not handed over yet, and one background task per
+    partition hands the batches over in order: while one waits for its turn, new records join
+    the next, as aiokafka's own ``send`` does. :meth:`settled` waits until everything is in
+    the accumulator: call it before acknowledging the records whose outputs these are.
     """
 
     def __init__(self, app: Any) -> None:
         self.app = app
         self.records = 0
         self.batches = 0
-        self._last: dict[tuple[str, int], asyncio.Future[None]] = {}
+        self._lanes: dict[tuple[str, int], _Lane] = {}
 
     async def send(
         self,
@@ -59,8 +80,8 @@ class PartitionBatches:
     ) -> None:
         """Queue ``records`` (key, value) to ``topic``/``partition``, in order.
 
-        ``on_delivered(last_offset)`` is called as each batch is acknowledged by the broker,
-        with the offset of that batch's last record.
+        ``on_delivered(last_offset)`` is called as each batch holding some of them is
+        acknowledged by the broker, with the offset of that batch's last record.
         """
         if not records:
             return
@@ -68,69 +89,49 @@ class PartitionBatches:
             await self._send_one_by_one(topic, partition, records, on_delivered)
             return
         producer = self.app.producer._ensure_producer()  # faust's aiokafka Producer
-        batch = producer.create_batch()
-        count = 0
+        lane = self._lanes.get((topic, partition))
+        if lane is None:
+            lane = self._lanes[(topic, partition)] = _Lane()
+        waiting = lane.waiting
+        built = waiting[-1] if waiting else None
         for key, value in records:
-            if batch.append(key=key, value=value, timestamp=None) is None:
-                self._submit(producer, batch, topic, partition, count, on_delivered)
-                batch, count = producer.create_batch(), 0
-                if batch.append(key=key, value=value, timestamp=None) is None:
+            if built is None or built.batch.append(key=key, value=value, timestamp=None) is None:
+                if built is not None and on_delivered is not None:
+                    built.callbacks.append(on_delivered)
+                built = _Built(producer.create_batch())
+                waiting.append(built)
+                self.batches += 1
+                if built.batch.append(key=key, value=value, timestamp=None) is None:
                     msg = f"a record of {len(value)} bytes does not fit a batch of {topic}"
                     raise ValueError(msg)
-            count += 1
-        self._submit(producer, batch, topic, partition, count, on_delivered)
+            built.count += 1
+        if built is not None and on_delivered is not None:
+            built.callbacks.append(on_delivered)
+        self.records += len(records)
+        if lane.pump is None or lane.pump.done():
+            if lane.pump is not None:
+                lane.pump.result()  # raise what a previous hand-over raised
+            lane.pump = asyncio.ensure_future(self._pump(producer, lane, topic, partition))
 
     async def settled(self) -> None:
-        """Wait until every batch handed over is in the producer's accumulator.
+        """Wait until every batch queued is in the producer's accumulator.
 
         Raises what a hand-over raised (the producer is closed or failed).
         """
-        while self._last:
-            pending = list(self._last.items())
-            await asyncio.gather(*(future for _, future in pending))
-            for key, future in pending:
-                if self._last.get(key) is future:
-                    del self._last[key]
-
-    def _submit(
-        self,
-        producer: Any,
-        batch: Any,
-        topic: str,
-        partition: int,
-        count: int,
-        on_delivered: Callable[[int], None] | None,
-    ) -> None:
-        if not count:
-            return
-        key = (topic, partition)
-        previous = self._last.get(key)
-        self._last[key] = asyncio.ensure_future(
-            self._hand_over(previous, producer, batch, topic, partition, count, on_delivered)
-        )
-        self.records += count
-        self.batches += 1
+        for lane in list(self._lanes.values()):
+            while lane.pump is not None and not lane.pump.done():
+                await asyncio.shield(lane.pump)
+            if lane.pump is not None:
+                lane.pump.result()
 
     @staticmethod
-    async def _hand_over(
-        previous: asyncio.Future[None] | None,
-        producer: Any,
-        batch: Any,
-        topic: str,
-        partition: int,
-        count: int,
-        on_delivered: Callable[[int], None] | None,
-    ) -> None:
-        if previous is not None:
-            await previous
-        future = await producer.send_batch(batch, topic, partition=partition)
-        if on_delivered is not None:
-
-            def delivered(done: asyncio.Future[Any]) -> None:
-                if not done.cancelled() and done.exception() is None:
-                    on_delivered(done.result().offset + count - 1)
-
-            future.add_done_callback(delivered)
+    async def _pump(producer: Any, lane: _Lane, topic: str, partition: int) -> None:
+        waiting = lane.waiting
+        while waiting:
+            built = waiting.popleft()  # from now on no record joins it
+            future = await producer.send_batch(built.batch, topic, partition=partition)
+            if built.callbacks:
+                future.add_done_callback(functools.partial(_delivered, built))
 
     async def _send_one_by_one(
         self,
@@ -147,6 +148,13 @@ class PartitionBatches:
                 future.add_done_callback(
                     lambda done: None if done.exception() else on_delivered(done.result().offset)
                 )
+
+
+def _delivered(built: _Built, done: asyncio.Future[Any]) -> None:
+    if not done.cancelled() and done.exception() is None:
+        last = done.result().offset + built.count - 1
+        for callback in built.callbacks:
+            callback(last)
 
 
 class TableBatchWriter:
@@ -188,3 +196,25 @@ class TableBatchWriter:
 
         await self.batches.send(changelog, partition, pairs, delivered)
         return len(pairs)
+
+
+def table_reader(table: Any, partition_of: Callable[[str], int]) -> Callable[[str], Any]:
+    """Return ``key -> stored value or None`` reading only the key's partition of ``table``.
+
+    ``Table.get`` costs ~11 µs a hit and ~5 µs a miss through Faust's mapping layers, and
+    with no current event (the batch handler has none) its store looks the key up in every
+    partition's database; this reads the one database the key's partition writes to
+    (``partition_of``, the producer's partitioner: the table is co-partitioned with the
+    input) in ~1.5 µs. A partition that is not open here falls back to ``Table.get``.
+    """
+    store = table.data
+    encode_key, decode_value = store._encode_key, store._decode_value
+
+    def read(key: Any) -> Any:
+        db = store._dbs.get(partition_of(key))
+        if db is None:
+            return table.get(key)
+        raw = db.get(encode_key(key))
+        return None if raw is None else decode_value(raw)
+
+    return read

@@ -1,4 +1,9 @@
-"""What the scoring agent sends, and the metrics it observes per step (Faust's producer)."""
+"""What the scoring handler sends, and the metrics it observes per step.
+
+Everything goes out as aiokafka produce batches per topic partition
+(streams/worker/batch_writes.py), on the producer Faust's consumer flushes before it commits
+offsets, so outputs stay at-least-once.
+"""
 
 from __future__ import annotations
 
@@ -27,36 +32,50 @@ class Outputs:
         self.names = {name: worker.settings.topic(name) for name in OUTPUT_NAMES}
         self.batches = PartitionBatches(worker.app)
         self._partitioners: dict[int, Callable[[str], int]] = {}
-
-    async def emit(self, topic: str, key: str, value: bytes) -> None:
-        """Send one record of output ``topic`` (short name) keyed by ``key``."""
-        # Straight to the producer: Faust's Topic.send wraps every record in futures and
-        # buffers that cost more than the record. The consumer flushes the producer before
-        # it commits offsets, so outputs stay at-least-once.
-        producer = self.worker.app.producer
-        await producer.send(self.names[topic], key.encode(), value, None, None, None)
+        self._now: list[tuple[str, str, bytes]] = []  # (topic, key, value) to send now
 
     async def send_now(self, out: StepOutput, routed: Routed) -> None:
-        """Send the records that do not wait for the flush window."""
-        codec, worker = self.codec, self.worker
+        """Queue the records that do not wait for the flush window; :meth:`flush_now` sends.
+
+        The scoring handler flushes after each list of records (and the timers after their
+        work), so a risk change waits at most for the rest of its list (``BATCH_MAX``
+        records in streams/worker/dispatch.py); chat tools get it at once.
+        """
+        codec, worker, names, queued = self.codec, self.worker, self.names, self._now
         for change in out.risk_changes:
             value = codec.encode("risk_change", change.to_record(), trusted=True)
-            await self.emit("risk-changes", change.customer_id, value)
+            queued.append((names["risk-changes"], change.customer_id, value))
             worker.delivery.risk_change(change)
         for example in out.training_examples:
             value = codec.encode("training_example", example.to_record(), trusted=True)
-            await self.emit("training-examples", example.customer_id, value)
+            queued.append((names["training-examples"], example.customer_id, value))
         for decision in routed.decisions:
             value = codec.encode("intervention", decision.to_record(), trusted=True)
-            await self.emit("interventions", decision.customer_id, value)
+            queued.append((names["interventions"], decision.customer_id, value))
             worker.metrics.intervention(decision.kind, decision.channel, decision.holdout)
         for item, band in routed.deliver:
             worker.delivery.intervention(item, band)
 
-    async def send_score(self, score: ChurnScore) -> None:
-        """Send a customer's latest score of a window to the compacted scores topic."""
-        value = self.codec.encode("churn_score", score.to_record(), trusted=True)
-        await self.emit("churn-scores", score.customer_id, value)
+    async def flush_now(self) -> None:
+        """Send what :meth:`send_now` queued: one produce batch per topic partition."""
+        if not self._now:
+            return
+        queued, self._now = self._now, []
+        by_partition: dict[tuple[str, int], list[Pair]] = {}
+        partitioners: dict[str, Callable[[str], int]] = {}
+        for topic, key, value in queued:
+            partition_of = partitioners.get(topic)
+            if partition_of is None:
+                partition_of = partitioners[topic] = await self._partitioner_for(topic)
+            records = by_partition.setdefault((topic, partition_of(key)), [])
+            records.append((key.encode(), value))
+        for (topic, partition), records in by_partition.items():
+            await self.batches.send(topic, partition, records)
+
+    async def settled(self) -> None:
+        """Send what is queued; wait until everything sent is in the producer."""
+        await self.flush_now()
+        await self.batches.settled()
 
     async def send_scores(self, scores: Sequence[ChurnScore]) -> None:
         """Send customers' latest scores of a window, one produce batch per partition.

@@ -44,6 +44,12 @@ log = logging.getLogger(__name__)
 # Longest a fetch waits at the broker when no partition in it has a record. Short waits
 # cost an idle worker a few fetch requests per second; long ones cost latency.
 FETCH_MAX_WAIT_MS = 10
+# What a fetch waits for (up to FETCH_MAX_WAIT_MS) before it returns. aiokafka's default, one
+# byte, makes a worker under a steady trickle of records fetch again as soon as a fetch
+# returns, a few records at a time: per record, the fetch requests, responses and thread hops
+# then cost more than the record's own work (measured at 2,600 records/s: 165 µs of the main
+# thread and 85 µs of the consumer thread per record, against ~70 µs in all from a backlog).
+FETCH_MIN_BYTES = 64 * 1024
 
 
 class QuietMonitor(Monitor):
@@ -84,6 +90,7 @@ class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         # aiokafka reads this when it creates its fetcher at start (private, but stable
         # since aiokafka 0.5; checked by tests/unit/test_worker_tuning.py).
         consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS
+        consumer._fetch_min_bytes = FETCH_MIN_BYTES
         return consumer
 
 

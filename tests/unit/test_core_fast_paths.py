@@ -420,3 +420,27 @@ def test_scores_with_deferred_reasons_equal_scores_with_eager_ones() -> None:
     assert score.to_record() == eager.to_record()
     assert out.risk_changes[0].reasons == score.reasons  # the first band: a risk change
     assert isinstance(out.risk_changes[0].reasons, tuple)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_timer_index_matches_the_naive_one_as_the_watermark_creeps_through_a_full_bucket(
+    seed: int,
+) -> None:
+    # The live case: thousands of timers in the watermark's own hour, popped a few at a time
+    # while new ones keep landing in it and some are moved elsewhere.
+    rng = random.Random(seed)
+    timers, naive = TimerIndex(3600.0), _NaiveTimers()
+    ids = [f"c{i}" for i in range(2000)]
+    for customer_id in ids:
+        due_s = rng.uniform(0, 7200)
+        timers.schedule(customer_id, due_s)
+        naive.schedule(customer_id, due_s)
+    watermark_s = 0.0
+    while watermark_s < 8000:
+        watermark_s += rng.uniform(0, 20)
+        for customer_id in rng.sample(ids, 3):
+            due_s = rng.choice((watermark_s + rng.uniform(0, 600), None, watermark_s - 1))
+            timers.schedule(customer_id, due_s)
+            naive.schedule(customer_id, due_s)
+        assert timers.pop_due(watermark_s) == naive.pop_due(watermark_s)
+        assert len(timers) == len(naive.due)
