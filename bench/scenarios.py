@@ -319,15 +319,20 @@ class Run:
         assert self.input is not None
         full = self.measured["full"]
         rate = self.args.half_load_rate or max(10.0, full.events_per_s / 2)
-        count = int(rate * self.plan.half_load_s)
+        warmup_s = self.plan.half_load_warmup_s
+        count = int(rate * (warmup_s + self.plan.half_load_s))
         self.extra["half_load_settle_s"] = round(settle(worker), 1)
         scored = worker.events_scored()
         events = half_load_events(known, count, self.input.end_time, rate, self.args.seed + 1)
         records = encode_records(events)
-        self.log(f"half load: {count:,} records at {rate:,.0f}/s for {self.plan.half_load_s:.0f}s")
+        sending_s = warmup_s + self.plan.half_load_s
+        self.log(
+            f"half load: {count:,} records at {rate:,.0f}/s for {sending_s:.0f}s"
+            f" (the first {warmup_s:.0f}s not measured)"
+        )
         self.half_load_started = True
         cpu_before, wall_before = cpu_seconds(worker.child.pid), time.monotonic()
-        result = half_load(self.settings(prefix), records, rate, self.plan.partitions)
+        result = half_load(self.settings(prefix), records, rate, self.plan.partitions, warmup_s)
         # The worker's CPU over the sending: how close to its limit the half load is.
         cpu_share = (cpu_seconds(worker.child.pid) - cpu_before) / (time.monotonic() - wall_before)
         wait_scored(worker, scored + len(records), 60.0)
@@ -338,16 +343,20 @@ class Run:
         self.extra["half_load"] = {
             "rate_per_s": round(rate, 1),
             "records": result.sent,
+            "warmup_s": warmup_s,
             "latency_samples": result.samples,
             "max_ms": _round(result.max_ms),
             "unmatched_risk_changes": result.unmatched_risk_changes,
             "p50_ms_by_5s_of_sending": result.p50_ms_by_5s,
             "worker_cpu_share_while_sending": round(cpu_share, 2),
+            "in_leg_ms_p50_p99": [_round(value) for value in result.in_leg_ms],
+            "out_leg_ms_p50_p99": [_round(value) for value in result.out_leg_ms],
             "worker": "(d)" if prefix == "in-" else "fresh, empty state",
         }
         self.log(
             f"half load: p50 {_round(result.p50_ms)} ms, p99 {_round(result.p99_ms)} ms; "
-            f"p50 per 5 s of sending: {result.p50_ms_by_5s}; worker CPU {cpu_share:.0%} of a core"
+            f"p50 per 5 s of sending: {result.p50_ms_by_5s}; worker CPU {cpu_share:.0%} of a core; "
+            f"legs p50/p99: in {_legs(result.in_leg_ms)}, out {_legs(result.out_leg_ms)} ms"
         )
 
     def restore(self) -> None:
@@ -516,6 +525,10 @@ def wait_scored(worker: BenchWorker, count: int, timeout_s: float) -> None:
         if time.monotonic() >= deadline:
             raise RuntimeError(f"{worker.name} did not score {count} events in {timeout_s:.0f}s")
         time.sleep(0.1)
+
+
+def _legs(p50_p99: tuple[float | None, float | None]) -> str:
+    return "/".join(str(_round(value)) for value in p50_p99)
 
 
 def _round(value: float | None, digits: int = 1) -> float | None:
