@@ -17,7 +17,8 @@ from typing import Any
 import faust
 from benchkit import Progress, scenario_args
 
-from streams.worker.tuning import TunedApp, calm_gc, use_uvloop
+from streams.worker.gc_policy import calm_gc
+from streams.worker.tuning import TunedApp, use_uvloop
 
 
 def bench_app(args: argparse.Namespace, store: str) -> faust.App:

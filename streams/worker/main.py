@@ -42,7 +42,8 @@ def run_worker(settings: Settings, loglevel: str = "info") -> int:
     from streams.io.kafka_clients import check_login
     from streams.logging_setup import logging_dict_config
     from streams.worker.app import create_worker
-    from streams.worker.tuning import GcPauses, calm_gc, use_uvloop
+    from streams.worker.gc_policy import GcPauses, calm_gc
+    from streams.worker.tuning import use_uvloop
 
     GcPauses().install()
     use_uvloop()  # before the app exists: its loops (and the consumer thread's) are uvloop's
