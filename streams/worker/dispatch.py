@@ -24,6 +24,7 @@ delivering each fetched batch at once (:func:`deliver`):
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -31,7 +32,7 @@ from faust.transport.consumer import CONSUMER_FETCHING
 
 # Most records handed to a batch handler in one call: the event loop runs timers and sends
 # between calls, so this bounds how long a call keeps them waiting.
-BATCH_MAX = 256
+BATCH_MAX = 64
 # Ordinary records delivered between two yields to the event loop (Faust's own value).
 YIELD_EVERY = 100
 
@@ -113,6 +114,36 @@ async def deliver(consumer: Any, messages: Sequence[Any]) -> None:
     await hand_over()
 
 
+def commit_in_background(consumer: Any) -> asyncio.Future[Any] | None:
+    """Start committing acknowledged offsets unless a commit runs; return the commit's task.
+
+    Faust's loop awaits the commit before it delivers the next fetch. A commit first waits
+    for the producer to send everything (``producer.flush()``), then for the broker's answer,
+    then writes each table's persisted offsets: tens to hundreds of ms in which no record
+    is handed over (and when Faust's commit timer is already committing, ``commit()`` waits
+    for that one). Committed offsets only ever cover acknowledged records, so committing
+    beside the delivery changes nothing but when the offsets reach the broker. A commit that
+    raises crashes the consumer, as it would have done inline.
+    """
+    running: asyncio.Future[Any] | None = getattr(consumer, "_churnstream_commit", None)
+    if running is not None and not running.done():
+        return None
+    task: asyncio.Future[Any] = asyncio.ensure_future(consumer.commit())
+    consumer._churnstream_commit = task  # a strong reference while it runs
+    task.add_done_callback(functools.partial(_commit_done, consumer))
+    return task
+
+
+def _commit_done(consumer: Any, task: asyncio.Future[Any]) -> None:
+    if task.cancelled():
+        return
+    exc = task.exception()
+    if exc is not None:
+        consumer.log.exception("Commit raised: %r", exc, exc_info=exc)
+        # a strong reference until the crash has run
+        consumer._churnstream_crash = asyncio.ensure_future(consumer.crash(exc))
+
+
 async def drain_messages(consumer: Any, fetcher: Any) -> None:
     """``Consumer._drain_messages`` with one delivery per fetched batch (module docstring)."""
     getmany = consumer.getmany
@@ -142,7 +173,7 @@ async def drain_messages(consumer: Any, fetcher: Any) -> None:
                 continue
             if commit_every is not None and consumer._n_acked >= commit_every:
                 consumer._n_acked = 0
-                await consumer.commit()
+                commit_in_background(consumer)
             await deliver(consumer, batch)
     except consumer.consumer_stopped_errors:
         if consumer.transport.app.should_stop:

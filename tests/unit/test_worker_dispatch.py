@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from streams.worker.dispatch import BATCH_MAX, batch_handlers, deliver
+from streams.worker.dispatch import BATCH_MAX, batch_handlers, commit_in_background, deliver
 
 
 @dataclass
@@ -106,3 +106,64 @@ def test_nothing_more_is_handed_over_once_a_rebalance_stopped_the_flow() -> None
     consumer.app.consumer_generation_id = 2  # fetched before the generation moved on
     asyncio.run(deliver(consumer, [Message("clicks", 2, generation_id=1)]))
     assert lists == []
+
+
+class Committing:
+    """A consumer whose commits wait for the test; counts them and their crashes."""
+
+    def __init__(self) -> None:
+        self.started = 0
+        self.release = asyncio.Event()
+        self.crashed: list[BaseException] = []
+        self.fail: Exception | None = None
+
+        class Log:
+            def exception(self, *args: Any, **kwargs: Any) -> None:
+                pass
+
+        self.log = Log()
+
+    async def commit(self) -> bool:
+        self.started += 1
+        await self.release.wait()
+        if self.fail is not None:
+            raise self.fail
+        return True
+
+    async def crash(self, exc: BaseException) -> None:
+        self.crashed.append(exc)
+
+
+def test_a_commit_runs_beside_the_delivery_and_never_twice_at_once() -> None:
+    consumer = Committing()
+
+    async def scenario() -> None:
+        first = commit_in_background(consumer)
+        assert first is not None, "the caller does not wait for the commit"
+        await asyncio.sleep(0)
+        assert consumer.started == 1
+        assert commit_in_background(consumer) is None, "one commit at a time"
+        consumer.release.set()
+        await first
+        second = commit_in_background(consumer)
+        assert second is not None
+        await second
+
+    asyncio.run(scenario())
+    assert consumer.started == 2
+    assert consumer.crashed == []
+
+
+def test_a_commit_that_raises_crashes_the_consumer() -> None:
+    consumer = Committing()
+    consumer.fail = RuntimeError("broker refused the commit")
+
+    async def scenario() -> None:
+        task = commit_in_background(consumer)
+        assert task is not None
+        consumer.release.set()
+        await asyncio.wait([task])
+        await asyncio.sleep(0)  # the crash is scheduled by the done callback
+
+    asyncio.run(scenario())
+    assert [str(exc) for exc in consumer.crashed] == ["broker refused the commit"]
