@@ -37,6 +37,7 @@ from streams.worker.batch_writes import TableBatchWriter
 from streams.worker.deadletters import dead_letter_headers
 from streams.worker.dispatch import add_batch_topic
 from streams.worker.draining import Closed, PartitionStates, WindowDrain
+from streams.worker.gc_policy import OldGenerations
 from streams.worker.model_feed import follow_models
 from streams.worker.outputs import Outputs, band_of, observe
 
@@ -54,15 +55,21 @@ FLUSH_MAX_RECORDS = 10_000
 FLUSH_EVERY_S = 1.0
 # How often the quiet-window timer looks for a window to close and held records to release.
 QUIET_CHECK_S = 0.1
-# After each list of records, this much of the closed window is written per record
-# (streams/worker/draining.py): a score or a state is one item (~4 µs), an ack an eighth.
+# A closed window is written in steps after each list of records and at each quiet-window
+# check, paced to end this long after it closed (streams/worker/draining.py): a score or a
+# state is one item (~10-20 µs), an ack an eighth. Past that time the steps go on at no less
+# than DRAIN_ITEMS_PER_RECORD items per record.
+DRAIN_SPREAD_S = 0.6
 DRAIN_ITEMS_PER_RECORD = 4
 # Scores and states per produce batch and RocksDB batch.
 DRAIN_CHUNK = 256
-# What the quiet-window timer writes of a closed window while records keep arriving (all of
-# it once none came since its last check).
-DRAIN_ITEMS_PER_CHECK = 1_000
+# The most the quiet-window timer writes of a closed window in one step (a few ms): once per
+# check when the pace is behind, step after step while no records arrive.
+DRAIN_ITEMS_PER_CHECK = 250
 WALL_TICK_S = 1.0
+# Records must have stopped this long for a full garbage collection to run early
+# (streams/worker/gc_policy.py).
+GC_QUIET_S = 1.0
 # How long a record waits for an input topic that lags behind (Kafka Streams' max.task.idle.ms).
 MERGE_MAX_WAIT_S = 0.5
 
@@ -160,10 +167,9 @@ def wire_agents(worker: Worker) -> None:
             last_uplift_refresh[0] = now_s
             worker.uplift_gauges.update(worker.interventions.uplift)
 
-    drain = WindowDrain(
-        outputs.send_scores, write_states, ack, drained, DRAIN_CHUNK, outputs.settled
-    )
+    drain = WindowDrain(outputs.send_scores, write_states, ack, drained, DRAIN_CHUNK)
     last_arrival = [0.0]
+    old_generations = OldGenerations()
 
     async def close_window() -> None:
         # The caller holds ``flushing``. One closed window is written at a time.
@@ -176,13 +182,29 @@ def wire_agents(worker: Worker) -> None:
             worker.interventions.flush(partition)
             states.append(PartitionStates(partition, last, shell.take_dirty(partition)))
         # Scores go to a compacted topic: each customer's latest of the window is enough.
-        drain.start(Closed(done.events, list(done.scores.values()), states, generation[0]))
+        closed = Closed(done.events, list(done.scores.values()), states, generation[0])
+        drain.start(closed, time.monotonic())
 
-    async def flush() -> None:
-        """Close the open window and write all of it now."""
+    async def close_due_window() -> None:
+        """Close the open window when it is due, once the previous one is written.
+
+        While the previous window is still being written the open one stays open (and
+        coalesces more), unless it has grown to twice its size: then the previous one is
+        written at once (backpressure).
+        """
+        current = window[0]
+        if not (current.events or current.last_event_of):
+            return
+        if (
+            len(current.events) < FLUSH_MAX_RECORDS
+            and time.monotonic() - current.started_s < FLUSH_EVERY_S
+        ):
+            return
+        if drain.pending and len(current.events) < 2 * FLUSH_MAX_RECORDS:
+            return
         async with flushing:
-            await close_window()
-            await drain.finish(generation[0])
+            if window[0] is current:
+                await close_window()
 
     async def decode(message: Any) -> Event | None:
         topic = input_names.get(message.topic, message.topic)
@@ -291,36 +313,44 @@ def wire_agents(worker: Worker) -> None:
         last_arrival[0] = time.monotonic()
         for message in messages:
             await receive(message)
-        current = window[0]
-        if current.events and (
-            len(current.events) >= FLUSH_MAX_RECORDS
-            or time.monotonic() - current.started_s >= FLUSH_EVERY_S
-        ):
-            async with flushing:
-                await close_window()
-        if drain.pending:
-            async with flushing:
-                await drain.advance(DRAIN_ITEMS_PER_RECORD * len(messages), generation[0])
+        await close_due_window()
+        await drain_step(DRAIN_ITEMS_PER_RECORD * len(messages))
         await outputs.flush_now()
 
     add_batch_topic(app, inputs, score)
 
+    def quiet() -> bool:
+        return time.monotonic() - last_arrival[0] >= QUIET_CHECK_S
+
+    async def drain_step(late_budget: int) -> None:
+        # On pace, or ``late_budget`` once the pace's time is over.
+        if not drain.pending:
+            return
+        now_s = time.monotonic()
+        budget = drain.due(now_s, DRAIN_SPREAD_S)
+        if drain.closed is not None and now_s - drain.closed.started_s >= DRAIN_SPREAD_S:
+            budget = max(budget, late_budget)
+        if budget > 0:
+            async with flushing:
+                await drain.advance(budget, generation[0])
+
     @app.timer(interval=QUIET_CHECK_S)  # type: ignore[untyped-decorator] # faust's is untyped
     async def flush_quiet_window() -> None:
-        # Records held for the event-time merge go once their wait is over; when records
-        # stop arriving, the open window is flushed here.
+        # Records held for the event-time merge go once their wait is over; a window that
+        # is due closes here too when no record closes it; a closed window is written a
+        # step at a time, all of it while no records arrive. Nothing here writes a whole
+        # window at once: a record arriving meanwhile would wait for all of it.
         for partition, merge in list(merges.items()):
             if merge.held:
                 await release(partition, merge)
-        if drain.pending:
+        await close_due_window()
+        await drain_step(DRAIN_ITEMS_PER_CHECK)
+        while drain.pending and quiet():
             async with flushing:
-                if time.monotonic() - last_arrival[0] >= QUIET_CHECK_S:
-                    await drain.finish(generation[0])
-                else:
-                    await drain.advance(DRAIN_ITEMS_PER_CHECK, generation[0])
-        if window[0].events and time.monotonic() - window[0].started_s >= FLUSH_EVERY_S:
-            await flush()
+                await drain.advance(DRAIN_ITEMS_PER_CHECK, generation[0])
+            await asyncio.sleep(0)  # a record that arrives now is handled before the rest
         await outputs.flush_now()
+        old_generations.tick(time.monotonic() - last_arrival[0] >= GC_QUIET_S)
 
     if settings.wall_grace_s is not None:
 
@@ -347,7 +377,7 @@ def wire_agents(worker: Worker) -> None:
                     for score in out.scores:
                         current.scores[score.customer_id] = score
                     await send_now(out, routed)
-            await flush()
+            await close_due_window()
             await outputs.flush_now()
 
     @app.on_partitions_revoked.connect

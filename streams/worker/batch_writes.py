@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import functools
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,6 +35,21 @@ from faust.types import TP
 from rocksdict import WriteBatch
 
 Pair = tuple[bytes, bytes]
+FlushHook = Callable[[], Awaitable[None]]
+
+
+def flush_hooks(app: Any) -> list[FlushHook]:
+    """Return what ``app``'s producer awaits at the start of each ``flush()`` (made on use)."""
+    hooks: list[FlushHook] | None = getattr(app, "_churnstream_flush_hooks", None)
+    if hooks is None:
+        hooks = []
+        app._churnstream_flush_hooks = hooks
+    return hooks
+
+
+def add_flush_hook(app: Any, hook: FlushHook) -> None:
+    """Make ``app``'s producer await ``hook()`` before it flushes (TunedApp's producer)."""
+    flush_hooks(app).append(hook)
 
 
 @dataclass(slots=True)
@@ -52,6 +67,32 @@ class _Lane:
 
     waiting: deque[_Built] = field(default_factory=deque)
     pump: asyncio.Future[None] | None = None
+    created: int = 0  # batches made for this partition so far
+    handed: int = 0  # of those, handed to aiokafka (in order)
+    # (batches to have been handed, future) of callers waiting for that
+    waiters: list[tuple[int, asyncio.Future[None]]] = field(default_factory=list)
+
+    def handed_one(self) -> None:
+        self.handed += 1
+        if self.waiters:
+            still = []
+            for target, waiter in self.waiters:
+                if target <= self.handed:
+                    if not waiter.done():
+                        waiter.set_result(None)
+                else:
+                    still.append((target, waiter))
+            self.waiters = still
+
+    def fail(self, exc: BaseException) -> None:
+        for _, waiter in self.waiters:
+            if waiter.done():
+                continue
+            if isinstance(exc, asyncio.CancelledError):
+                waiter.cancel()
+            else:
+                waiter.set_exception(exc)
+        self.waiters = []
 
 
 class PartitionBatches:
@@ -61,8 +102,13 @@ class PartitionBatches:
     accumulator (linger plus a produce round trip). So records are appended to the
     partition's newest batch that is not handed over yet, and one background task per
     partition hands the batches over in order: while one waits for its turn, new records join
-    the next, as aiokafka's own ``send`` does. :meth:`settled` waits until everything is in
-    the accumulator: call it before acknowledging the records whose outputs these are.
+    the next, as aiokafka's own ``send`` does.
+
+    :meth:`handed_over` waits until everything queued before the call is in aiokafka's
+    accumulator (records queued meanwhile need not be). The worker's producer runs it at the
+    start of every ``flush()`` (``streams/worker/tuning.py``), which Faust awaits before it
+    commits offsets: a committed offset's outputs are always sent, and acknowledging a
+    record never waits for its outputs to be handed over.
     """
 
     def __init__(self, app: Any) -> None:
@@ -70,6 +116,7 @@ class PartitionBatches:
         self.records = 0
         self.batches = 0
         self._lanes: dict[tuple[str, int], _Lane] = {}
+        add_flush_hook(app, self.handed_over)
 
     async def send(
         self,
@@ -100,6 +147,7 @@ class PartitionBatches:
                     built.callbacks.append(on_delivered)
                 built = _Built(producer.create_batch())
                 waiting.append(built)
+                lane.created += 1
                 self.batches += 1
                 if built.batch.append(key=key, value=value, timestamp=None) is None:
                     msg = f"a record of {len(value)} bytes does not fit a batch of {topic}"
@@ -113,25 +161,49 @@ class PartitionBatches:
                 lane.pump.result()  # raise what a previous hand-over raised
             lane.pump = asyncio.ensure_future(self._pump(producer, lane, topic, partition))
 
-    async def settled(self) -> None:
-        """Wait until every batch queued is in the producer's accumulator.
+    async def handed_over(self) -> None:
+        """Wait until every record queued before this call is in the producer's accumulator.
 
-        Raises what a hand-over raised (the producer is closed or failed).
+        Records queued while it waits join later batches and are not waited for, so it
+        returns under a steady stream of sends too. Raises what a hand-over raised (the
+        producer is closed or failed).
         """
-        for lane in list(self._lanes.values()):
-            while lane.pump is not None and not lane.pump.done():
-                await asyncio.shield(lane.pump)
-            if lane.pump is not None:
-                lane.pump.result()
+        loop = asyncio.get_running_loop()
+        waits: list[asyncio.Future[None]] = []
+        for lane in self._lanes.values():
+            if lane.handed >= lane.created:
+                continue
+            if lane.pump is None or lane.pump.done():
+                if lane.pump is not None:
+                    lane.pump.result()  # raise what the hand-over raised
+                msg = "produce batches are queued but no task hands them over"
+                raise RuntimeError(msg)
+            waiter: asyncio.Future[None] = loop.create_future()
+            lane.waiters.append((lane.created, waiter))
+            waits.append(waiter)
+        for waiter in waits:
+            await waiter
+
+    async def settled(self) -> None:
+        """Wait until every batch queued is in the producer's accumulator (tests, shutdown)."""
+        await self.handed_over()
 
     @staticmethod
     async def _pump(producer: Any, lane: _Lane, topic: str, partition: int) -> None:
         waiting = lane.waiting
-        while waiting:
-            built = waiting.popleft()  # from now on no record joins it
-            future = await producer.send_batch(built.batch, topic, partition=partition)
-            if built.callbacks:
-                future.add_done_callback(functools.partial(_delivered, built))
+        try:
+            while waiting:
+                built = waiting.popleft()  # from now on no record joins it
+                # A closed batch leaves at once: aiokafka lingers (producer_linger) only while
+                # a batch may still grow, and records that come meanwhile join the next one.
+                built.batch.close()
+                future = await producer.send_batch(built.batch, topic, partition=partition)
+                lane.handed_one()
+                if built.callbacks:
+                    future.add_done_callback(functools.partial(_delivered, built))
+        except BaseException as exc:
+            lane.fail(exc)
+            raise
 
     async def _send_one_by_one(
         self,

@@ -44,8 +44,10 @@ class Closed:
     partitions_done: int = 0
     ids_done: int = 0
     acks_done: int = 0
-    settled: bool = False  # the outputs handed over before the acknowledgements
     partitions: list[int] = field(default_factory=list)
+    started_s: float = 0.0  # when its writing began (monotonic seconds)
+    units: int = 0  # what writing all of it costs, in budget units
+    units_spent: int = 0
 
 
 class WindowDrain:
@@ -53,8 +55,10 @@ class WindowDrain:
 
     Scores and states go in chunks of up to ``chunk`` (a produce batch, a RocksDB batch),
     acknowledgements eight times as many per call; a score or a state costs one unit of
-    budget, an acknowledgement an eighth. Before the first acknowledgement ``settle`` is
-    awaited: the outputs sent in the background must be in the producer by then.
+    budget, an acknowledgement an eighth. Acknowledging never waits for the outputs: they
+    are queued for the producer by then, and the producer's ``flush()``, which Faust awaits
+    before it commits the acknowledged offsets, hands them over first
+    (``streams/worker/batch_writes.py``).
     """
 
     def __init__(
@@ -64,13 +68,11 @@ class WindowDrain:
         ack: Callable[[Sequence[Any]], None],
         on_done: Callable[[list[int]], None],
         chunk: int = 64,
-        settle: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.send_scores = send_scores
         self.write_states = write_states
         self.ack = ack
         self.on_done = on_done
-        self.settle = settle
         self.chunk = chunk
         self.closed: Closed | None = None
 
@@ -79,12 +81,36 @@ class WindowDrain:
         """Return whether a closed window is still being written."""
         return self.closed is not None
 
-    def start(self, closed: Closed) -> None:
+    def start(self, closed: Closed, now_s: float = 0.0) -> None:
         """Begin writing ``closed`` (the previous window must be finished or dropped)."""
         if self.closed is not None:
             raise RuntimeError("the previous window is still being written")
         closed.partitions = [part.partition for part in closed.states]
+        closed.started_s = now_s
+        closed.units = (
+            len(closed.scores)
+            + sum(max(1, len(part.customer_ids)) for part in closed.states)
+            + -(-len(closed.events) // 8)
+        )
         self.closed = closed
+
+    def due(self, now_s: float, spread_s: float) -> int:
+        """Return the budget that keeps the writing on pace to end ``spread_s`` after it began.
+
+        Writing a window in even steps over most of the next window's time, rather than as
+        fast as records come, keeps the extra work per record small and steady: a burst of
+        writes right after each window closes delays every record behind it.
+
+        >>> drain = WindowDrain(None, None, None, None)  # type: ignore[arg-type]
+        >>> drain.start(Closed(["e"] * 16, [], [], 0), now_s=10.0)  # 2 units of acks
+        >>> drain.due(10.5, spread_s=1.0), drain.due(11.5, spread_s=1.0)
+        (1, 2)
+        """
+        closed = self.closed
+        if closed is None:
+            return 0
+        share = min(1.0, max(0.0, now_s - closed.started_s) / spread_s) if spread_s > 0 else 1.0
+        return max(0, -(-int(closed.units * share * 1000) // 1000) - closed.units_spent)
 
     def drop(self) -> None:
         """Forget the closed window: its records are not acknowledged (after a rebalance)."""
@@ -110,6 +136,7 @@ class WindowDrain:
                 scores = closed.scores[done : done + take]
                 closed.scores_done += len(scores)
                 budget -= len(scores)
+                closed.units_spent += len(scores)
                 await self.send_scores(scores)
             elif closed.partitions_done < len(closed.states):
                 part = closed.states[closed.partitions_done]
@@ -119,24 +146,32 @@ class WindowDrain:
                     closed.partitions_done += 1
                     closed.ids_done = 0
                 budget -= max(1, len(chunk))
+                closed.units_spent += max(1, len(chunk))
                 if chunk:
                     await self.write_states(part, chunk)
             elif closed.acks_done < len(closed.events):
-                if not closed.settled:
-                    closed.settled = True
-                    if self.settle is not None:
-                        await self.settle()
-                    continue  # a rebalance may have happened meanwhile
                 done = closed.acks_done
                 records = closed.events[done : done + take * 8]
                 closed.acks_done += len(records)
-                budget -= max(1, len(records) // 8)
+                budget -= -(-len(records) // 8)
+                closed.units_spent += -(-len(records) // 8)
                 self.ack(records)
             else:
-                self.closed = None
-                self.on_done(closed.partitions)
+                self._done(closed)
                 return True
+        if (
+            closed is not None
+            and self.closed is closed
+            and closed.acks_done >= len(closed.events)
+            and closed.partitions_done >= len(closed.states)
+            and closed.scores_done >= len(closed.scores)
+        ):
+            self._done(closed)  # the budget ran out exactly at the end
         return self.closed is None
+
+    def _done(self, closed: Closed) -> None:
+        self.closed = None
+        self.on_done(closed.partitions)
 
     async def finish(self, generation: int) -> None:
         """Write everything the closed window still owes."""

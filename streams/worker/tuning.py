@@ -19,24 +19,20 @@ What faust-streaming 0.15 does by default, and what this module changes:
   batch at once and can hand a topic's records to a batch handler as lists
   (``streams/worker/dispatch.py``).
 - ``uvloop`` replaces asyncio's event loop (see :func:`use_uvloop`).
-- CPython's cyclic garbage collector stops the worker for a full collection every few
-  seconds under load, for about 1 µs per tracked object (hundreds of ms with 50,000 cached
-  states): :func:`calm_gc` freezes what exists at start and collects the young generation
-  less often; :class:`GcPauses` logs long pauses.
+- CPython's cyclic garbage collector: see ``streams/worker/gc_policy.py``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
-import time
 from typing import Any
 
 import faust
 from faust.sensors.monitor import Monitor
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
+from streams.worker.batch_writes import flush_hooks
 from streams.worker.dispatch import drain_messages
 
 log = logging.getLogger(__name__)
@@ -102,8 +98,19 @@ class _Consumer(faust_aiokafka.Consumer):
         await drain_messages(self, fetcher)
 
 
+class _Producer(faust_aiokafka.Producer):
+    async def flush(self) -> None:
+        # What the app sends beside Faust's producer API (streams/worker/batch_writes.py)
+        # must be in aiokafka's accumulator before aiokafka's flush looks at it: Faust
+        # flushes before it commits offsets.
+        for hook in list(flush_hooks(self.app)):
+            await hook()
+        await super().flush()
+
+
 class _Transport(faust_aiokafka.Transport):
     Consumer = _Consumer
+    Producer = _Producer
 
 
 class TunedApp(faust.App):
@@ -129,55 +136,3 @@ def use_uvloop() -> bool:
         return False
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     return True
-
-
-class GcPauses:
-    """Times the garbage collector's pauses (``gc.callbacks``); logs the long ones."""
-
-    def __init__(self, warn_s: float = 0.05) -> None:
-        self.warn_s = warn_s
-        self.pauses: list[tuple[int, float]] = []  # (generation, seconds) of the long ones
-        self.total_s = [0.0, 0.0, 0.0]
-        self.count = [0, 0, 0]
-        self._started = 0.0
-
-    def __call__(self, phase: str, info: dict[str, int]) -> None:
-        """The ``gc.callbacks`` hook."""
-        if phase == "start":
-            self._started = time.perf_counter()
-            return
-        elapsed = time.perf_counter() - self._started
-        generation = info.get("generation", 2)
-        self.total_s[generation] += elapsed
-        self.count[generation] += 1
-        if elapsed >= self.warn_s:
-            self.pauses.append((generation, elapsed))
-            log.warning(
-                "garbage collection of generation %d paused the worker %.0f ms",
-                generation,
-                elapsed * 1000,
-            )
-
-    def install(self) -> GcPauses:
-        """Register with ``gc.callbacks``; return self."""
-        gc.callbacks.append(self)
-        return self
-
-
-# Young-generation threshold: most objects a record creates die before 10,000 allocations
-# (CPython's default of 700 promotes many of them, and every promotion brings the next full
-# collection closer).
-GC_THRESHOLDS = (10_000, 10, 10)
-
-
-def calm_gc() -> None:
-    """Move every object alive now out of the collector's sight and collect young ones less.
-
-    Call it once the worker is built, before it starts: modules, classes and the app's
-    objects then never cost a full collection again (``gc.freeze``; they are long-lived and
-    refcounting still frees them). On the bench's 2-core machine a full collection costs
-    about 1 µs per tracked object, so this takes ~150,000 objects (~80 ms) off each.
-    """
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(*GC_THRESHOLDS)

@@ -19,7 +19,13 @@ from faust.events import Event as FaustEvent
 from faust.streams import _current_event
 from faust.types import TP
 
-from streams.worker.batch_writes import Pair, PartitionBatches, TableBatchWriter, table_reader
+from streams.worker.batch_writes import (
+    Pair,
+    PartitionBatches,
+    TableBatchWriter,
+    flush_hooks,
+    table_reader,
+)
 from streams.worker.bulk_restore import bulk_restore_store_url
 from streams.worker.partitioning import partitioner
 from streams.worker.tuning import TunedApp
@@ -125,12 +131,16 @@ class FakeBuilder:
     def __init__(self, room: int) -> None:
         self.records: list[Pair] = []
         self.room = room
+        self.closed = False
 
     def append(self, *, key: bytes, value: bytes, timestamp: None) -> object | None:
-        if len(self.records) >= self.room:
+        if self.closed or len(self.records) >= self.room:
             return None
         self.records.append((key, value))
         return object()
+
+    def close(self) -> None:
+        self.closed = True
 
 
 class FakeProducer:
@@ -142,13 +152,19 @@ class FakeProducer:
         self.sent: list[list[Pair]] = []
         self.gate = asyncio.Event()
         self.next_offset = 0
+        self.fail: Exception | None = None
 
     def create_batch(self) -> FakeBuilder:
         return FakeBuilder(self.room)
 
     async def send_batch(self, batch: FakeBuilder, topic: str, *, partition: int) -> Any:
+        # aiokafka lingers on a batch that is still open (producer_linger): a closed one
+        # leaves with the next produce request.
+        assert batch.closed, "a batch is closed before it is handed over"
         await self.gate.wait()
         self.gate.clear()
+        if self.fail is not None:
+            raise self.fail
         self.sent.append(batch.records)
         delivered: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         delivered.set_result(type("Meta", (), {"offset": self.next_offset}))
@@ -156,15 +172,21 @@ class FakeProducer:
         return delivered
 
 
-def test_records_sent_while_a_batch_waits_join_the_next_batch_in_order() -> None:
-    producer = FakeProducer(room=3)
+def fake_app(producer: FakeProducer) -> Any:
     app = type("App", (), {"in_transaction": False})()
     app.producer = type("P", (), {"_ensure_producer": lambda self: producer})()
+    return app
+
+
+def record(n: int) -> Pair:
+    return (f"k{n}".encode(), f"v{n}".encode())
+
+
+def test_records_sent_while_a_batch_waits_join_the_next_batch_in_order() -> None:
+    producer = FakeProducer(room=3)
+    app = fake_app(producer)
     batches = PartitionBatches(app)
     offsets: list[int] = []
-
-    def record(n: int) -> Pair:
-        return (f"k{n}".encode(), f"v{n}".encode())
 
     async def scenario() -> None:
         await batches.send("t", 0, [record(0), record(1)], offsets.append)
@@ -184,3 +206,44 @@ def test_records_sent_while_a_batch_waits_join_the_next_batch_in_order() -> None
         [record(5)],
     ]
     assert offsets == [1, 4, 4, 5], "each call hears of every batch holding its records"
+
+
+def test_handed_over_waits_for_what_was_queued_before_not_for_later_records() -> None:
+    producer = FakeProducer(room=2)
+    app = fake_app(producer)
+    batches = PartitionBatches(app)
+    assert flush_hooks(app) == [batches.handed_over], "the producer's flush awaits it"
+
+    async def scenario() -> list[list[Pair]]:
+        await batches.send("t", 0, [record(0), record(1), record(2)])  # two batches
+        await batches.send("t", 1, [record(3)])
+        waiting = asyncio.ensure_future(batches.handed_over())
+        sent_when_done: list[list[Pair]] = []
+        for n in range(4, 40):  # a steady stream of later records: never all handed over
+            producer.gate.set()
+            await asyncio.sleep(0)
+            if waiting.done() and not sent_when_done:
+                sent_when_done = list(producer.sent)
+            await batches.send("t", 0, [record(n)])
+        assert waiting.done(), "it must return under a steady stream of sends"
+        await waiting
+        return sent_when_done
+
+    sent = asyncio.run(scenario())
+    flat = [pair for batch in sent for pair in batch]
+    assert {record(0), record(1), record(2), record(3)} <= set(flat)
+
+
+def test_handed_over_raises_what_the_hand_over_raised() -> None:
+    producer = FakeProducer(room=2)
+    producer.fail = RuntimeError("producer closed")
+    batches = PartitionBatches(fake_app(producer))
+
+    async def scenario() -> None:
+        await batches.send("t", 0, [record(0)])
+        waiting = asyncio.ensure_future(batches.handed_over())
+        producer.gate.set()
+        await waiting
+
+    with pytest.raises(RuntimeError, match="producer closed"):
+        asyncio.run(scenario())

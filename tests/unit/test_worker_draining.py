@@ -60,17 +60,19 @@ def test_everything_is_written_in_order_scores_states_then_acks() -> None:
     assert log.calls == ["score"] + ["state"] * 6 + ["ack"]
 
 
-def test_the_background_sends_are_settled_once_before_the_first_ack() -> None:
+def test_the_writing_is_paced_to_end_when_the_spread_is_over() -> None:
     log = Log()
-
-    async def settle() -> None:
-        await asyncio.sleep(0)
-        log.calls.append("settle")
-
-    drain = WindowDrain(log.send_scores, log.write_states, log.ack, log.done.append, 64, settle)
-    drain.start(closed())
-    asyncio.run(drain.finish(generation=0))
-    assert log.calls == ["score", "state", "state", "settle", "ack"]
+    drain = log.drain(chunk=64)
+    drain.start(closed(), now_s=100.0)  # 2 scores + 11 states + 1 unit of acks = 14 units
+    assert drain.due(100.0, spread_s=0.5) == 0
+    assert drain.due(100.25, spread_s=0.5) == 7, "half the time: half the units"
+    asyncio.run(drain.advance(drain.due(100.25, spread_s=0.5), generation=0))
+    assert drain.pending
+    assert drain.due(100.25, spread_s=0.5) == 0, "on pace: nothing more is due yet"
+    assert drain.due(101.0, spread_s=0.5) == 7, "past the spread: all the rest"
+    asyncio.run(drain.advance(drain.due(101.0, spread_s=0.5), generation=0))
+    assert not drain.pending
+    assert [kind for kind, _ in log.items] == ["score"] * 2 + ["state"] * 11 + ["ack"] * 3
 
 
 def test_the_acks_come_only_after_every_state_is_written() -> None:

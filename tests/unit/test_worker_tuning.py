@@ -8,6 +8,7 @@ import aiokafka
 import pytest
 
 from streams.worker import tuning
+from streams.worker.batch_writes import add_flush_hook
 from streams.worker.tuning import FETCH_MAX_WAIT_MS, QuietMonitor, TunedApp
 
 
@@ -44,3 +45,26 @@ def test_use_uvloop_installs_its_policy() -> None:
         assert isinstance(asyncio.get_event_loop_policy(), uvloop.EventLoopPolicy)
     finally:
         asyncio.set_event_loop_policy(before)
+
+
+def test_the_producer_hands_over_batch_writes_before_it_flushes() -> None:
+    calls: list[str] = []
+
+    async def scenario() -> None:
+        app = TunedApp("tuning-test-3", broker="kafka://127.0.0.1:1", web_enabled=False)
+        producer = app.producer
+        assert isinstance(producer, tuning._Producer)
+
+        async def hook() -> None:
+            calls.append("hook")
+
+        add_flush_hook(app, hook)
+
+        async def buffer_flush() -> None:
+            calls.append("faust buffer")
+
+        producer.buffer.flush = buffer_flush  # the base flush starts with Faust's buffer
+        await producer.flush()
+
+    asyncio.run(scenario())
+    assert calls == ["hook", "faust buffer"]
