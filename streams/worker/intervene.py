@@ -130,16 +130,20 @@ class InterventionShell:
         out: StepOutput,
         states: Callable[[str], CustomerState | None],
         partition: int,
+        route_event: bool = True,
     ) -> Routed:
         """Return the decisions of ``event`` and of the risk changes in ``out``.
 
         ``states`` returns a customer's state after the step (the scoring table's value).
+        ``route_event`` False routes only the risk changes (of timers an event made due
+        whose own effect was routed before a crash).
         """
         routed = Routed()
         by_customer: dict[str, list[RiskChange]] = {}
         for change in out.risk_changes:
             by_customer.setdefault(change.customer_id, []).append(change)
-        by_customer.setdefault(event.customer_id, [])
+        if route_event:
+            by_customer.setdefault(event.customer_id, [])
         for customer_id, changes in by_customer.items():
             state = states(customer_id)
             if state is None:
@@ -157,7 +161,7 @@ class InterventionShell:
             for change in changes:
                 contacts, made = route(state, contacts, change, now_s, self.config)
                 decisions.extend(made)
-            if customer_id == event.customer_id:
+            if route_event and customer_id == event.customer_id:
                 contacts, made = route(state, contacts, event, now_s, self.config)
                 decisions.extend(made)
             # Most steps decide nothing: write the contact state only when it changed.
@@ -172,7 +176,7 @@ class InterventionShell:
                     self.uplift.record_decision(recorded)
                 if decision.deliver_now:
                     routed.deliver.append((decision, state.band))
-        if isinstance(event, OrderEvent):
+        if route_event and isinstance(event, OrderEvent):
             self.uplift.record_order(event.customer_id, to_s(event.event_time), event.status)
         return routed
 

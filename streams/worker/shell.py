@@ -6,6 +6,13 @@ States are written back to the store (the Faust table, whose every write is a ch
 record) once per customer per batch by :meth:`ScoringShell.flush`: a customer with ten events
 in a batch costs one changelog write, as Kafka Streams' record cache does. Timers are per
 partition so a partition's watermark only wakes customers that partition owns.
+
+After a restart or a rebalance the watermark starts from nothing and follows the records
+delivered again from the committed offsets, including those whose effect is already stored:
+it then wakes the same customers at the same points of the stream as the first time. (A
+watermark taken from the stored states would be ahead of those records whenever a state was
+stored after later records than the committed offset: timers would fire before events they
+came after, and the customer's clock would pass the event times.)
 """
 
 from __future__ import annotations
@@ -119,7 +126,6 @@ class ScoringShell:
                 clock = fresh[partition] = self._empty_clock()
                 contacts[partition] = []
             clock.timers.schedule(customer_id, float(stored_field(raw, NEXT_WAKE)))
-            clock.watermark.observe(float(stored_field(raw, CLOCK)))
             history = stored_field(raw, CONTACTS)
             if history:
                 contacts[partition].append((customer_id, history))
@@ -156,8 +162,12 @@ class ScoringShell:
         model = self.model()
         state = self._load(clock, event.customer_id)
         if source is not None and state is not None and offset <= state.input_offsets[source]:
+            # Its effect on the customer is stored, but the partition's watermark moved on
+            # with it the first time, and other customers' timers fired then: they fire now
+            # at the same point of the stream (those whose effect is stored are not due).
             self.stats.replayed_skipped += 1
-            return StepOutput()
+            watermark_s = clock.watermark.observe(to_s(event.event_time))
+            return self._fire(clock, watermark_s, model)
         state, out = process_event(state, event, model, self.config)
         if source is not None:
             state.input_offsets[source] = offset

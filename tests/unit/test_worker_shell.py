@@ -248,3 +248,46 @@ def test_the_rebuild_pass_also_serves_the_contact_histories_of_a_partition() -> 
         ("a", {"currency": "EUR"}),
         ("b", {"currency": "GBP"}),
     ]
+
+
+def test_after_a_crash_records_delivered_again_give_the_uninterrupted_states() -> None:
+    """States stored past the committed offset must not move the watermark ahead.
+
+    A crash leaves the committed offset at ``committed`` while one customer's state was
+    already stored with later records. The restarted shell reads from the committed offset:
+    the records whose effect is stored are skipped, yet the watermark must follow every one of
+    them, so the other customers' timers fire where they fired the first time.
+    """
+    model = FrozenLinearModel.prior_only()
+    customers = ["x", "y", "z"]
+    # irregular gaps: silence timers fall between a customer's orders
+    events = [
+        _order(customers[i % 3], day)
+        for i, day in enumerate([0, 1, 2, 5, 9, 10, 30, 31, 33, 60, 61, 70, 95, 120, 121, 160])
+    ]
+
+    def shell_on(store: dict[str, Any]) -> ScoringShell:
+        return ScoringShell(store, ScoringConfig(), lambda: model, partition_of=lambda _: 0)
+
+    uninterrupted: dict[str, Any] = {}
+    clean = shell_on(uninterrupted)
+    for offset, event in enumerate(events):
+        clean.on_event(event, partition=0, source=1, offset=offset)
+    clean.flush(0)
+
+    committed, ahead = 6, 13  # the offsets the group committed, and one stored state reached
+    store: dict[str, Any] = {}
+    crashed = shell_on(store)
+    for offset, event in enumerate(events[:ahead]):
+        crashed.on_event(event, partition=0, source=1, offset=offset)
+        if offset == committed - 1:
+            crashed.flush(0)  # everything up to the committed offset is stored
+    stored_ahead = events[ahead - 1].customer_id
+    store[stored_ahead] = crashed.states_to_write(0, [stored_ahead])[0][1]  # then one more
+
+    restarted = shell_on(store)
+    for offset in range(committed, len(events)):
+        restarted.on_event(events[offset], partition=0, source=1, offset=offset)
+    restarted.flush(0)
+    assert restarted.stats.replayed_skipped > 0
+    assert store == uninterrupted
