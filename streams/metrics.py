@@ -220,6 +220,10 @@ class Metrics:
         """Count one record consumed from Kafka ``topic``."""
         self._consumed_child(topic).inc()
 
+    def consumed_many(self, topic: str, count: int) -> None:
+        """Count ``count`` records consumed from Kafka ``topic``."""
+        self._consumed_child(topic).inc(count)
+
     def observe_score(self, band: str, event_to_score_s: float | None = None) -> None:
         """Count a score in ``band``; observe its event-time latency when an event caused it."""
         # Cached children, as for events_consumed: this runs once per score.

@@ -33,13 +33,14 @@ from streams.core.merge import PartitionMerge
 from streams.core.records import ChurnScore
 from streams.errors import DecodeError
 from streams.settings import INPUT_TOPICS
-from streams.worker.batch_writes import TableBatchWriter
 from streams.worker.deadletters import dead_letter_headers
-from streams.worker.dispatch import add_batch_topic
+from streams.worker.dispatch import Unfinished, ack_offsets, add_batch_topic, hold
+from streams.worker.dispatch import release as release_unfinished
 from streams.worker.draining import Closed, PartitionStates, WindowDrain
 from streams.worker.gc_policy import OldGenerations
 from streams.worker.model_feed import follow_models
 from streams.worker.outputs import Outputs, band_of, observe
+from streams.worker.state_writes import DurableStates
 
 if TYPE_CHECKING:
     from streams.worker.app import Worker
@@ -78,7 +79,7 @@ MERGE_MAX_WAIT_S = 0.5
 class Window:
     """Records processed since the last flush, and what waits for the flush."""
 
-    events: list[Any] = field(default_factory=list)  # the records (Faust messages), to ack
+    acks: list[tuple[TP, int]] = field(default_factory=list)  # (partition, offset) to ack
     last_event_of: dict[int, Any] = field(default_factory=dict)
     scores: dict[str, ChurnScore] = field(default_factory=dict)
     started_s: float = field(default_factory=time.monotonic)
@@ -88,7 +89,8 @@ class Window:
 class Held:
     """A decoded record waiting in its partition's event-time merge."""
 
-    message: Any  # Faust's ConsumerMessage
+    tp: TP
+    record: Any  # aiokafka's ConsumerRecord
     decoded: Event
     source: int
     arrival_s: float
@@ -142,22 +144,33 @@ def wire_agents(worker: Worker) -> None:
     generation = [0]
     flushing = asyncio.Lock()
     last_uplift_refresh = [0.0]
+    # In Faust's set of unacknowledged messages while this handler holds records it has not
+    # acknowledged (streams/worker/dispatch.py): a rebalance or a stop waits for them.
+    unfinished: list[Unfinished | None] = [None]
 
     outputs = Outputs(worker)
     band = band_of(worker)
     send_now = outputs.send_now
-    states_table = TableBatchWriter(shell.store, outputs.batches)
+    states_table = DurableStates(shell.store, outputs.batches)
 
     async def write_states(part: PartitionStates, customer_ids: Sequence[str]) -> None:
+        # Outputs still queued here go to the producer first: the states taken now include
+        # their records, so they must be delivered before the states are durable.
+        await outputs.flush_now()
         items = shell.states_to_write(part.partition, customer_ids)
         # The context matters only for the per-record fallback (in a Faust transaction).
         with event_context(app, part.context):
-            await states_table.write(part.partition, items)
+            await states_table.add(part.partition, items)
 
-    def ack(messages: Sequence[Any]) -> None:
-        consumer_ack = app.consumer.ack
-        for message in messages:
-            consumer_ack(message)
+    def ack(acks: Sequence[tuple[TP, int]]) -> None:
+        by_tp: dict[TP, list[int]] = {}
+        for tp, offset in acks:
+            offsets = by_tp.get(tp)
+            if offsets is None:
+                offsets = by_tp[tp] = []
+            offsets.append(offset)
+        for tp, offsets in by_tp.items():
+            ack_offsets(app.consumer, tp, offsets)
 
     def drained(partitions: list[int]) -> None:
         for partition in partitions:
@@ -167,7 +180,15 @@ def wire_agents(worker: Worker) -> None:
             last_uplift_refresh[0] = now_s
             worker.uplift_gauges.update(worker.interventions.uplift)
 
-    drain = WindowDrain(outputs.send_scores, write_states, ack, drained, DRAIN_CHUNK)
+    drain = WindowDrain(
+        outputs.send_scores,
+        write_states,
+        ack,
+        drained,
+        DRAIN_CHUNK,
+        states_table.settled,
+        states_table.wait_settled,
+    )
     last_arrival = [0.0]
     old_generations = OldGenerations()
 
@@ -182,7 +203,7 @@ def wire_agents(worker: Worker) -> None:
             worker.interventions.flush(partition)
             states.append(PartitionStates(partition, last, shell.take_dirty(partition)))
         # Scores go to a compacted topic: each customer's latest of the window is enough.
-        closed = Closed(done.events, list(done.scores.values()), states, generation[0])
+        closed = Closed(done.acks, list(done.scores.values()), states, generation[0])
         drain.start(closed, time.monotonic())
 
     async def close_due_window() -> None:
@@ -193,28 +214,27 @@ def wire_agents(worker: Worker) -> None:
         written at once (backpressure).
         """
         current = window[0]
-        if not (current.events or current.last_event_of):
+        if not (current.acks or current.last_event_of):
             return
         if (
-            len(current.events) < FLUSH_MAX_RECORDS
+            len(current.acks) < FLUSH_MAX_RECORDS
             and time.monotonic() - current.started_s < FLUSH_EVERY_S
         ):
             return
-        if drain.pending and len(current.events) < 2 * FLUSH_MAX_RECORDS:
+        if drain.pending and len(current.acks) < 2 * FLUSH_MAX_RECORDS:
             return
         async with flushing:
             if window[0] is current:
                 await close_window()
 
-    async def decode(message: Any) -> Event | None:
-        topic = input_names.get(message.topic, message.topic)
+    async def decode(record: Any, topic: str, now: datetime) -> Event | None:
         try:
-            return codec.decode_event(message.value or b"", topic=topic, now=datetime.now(UTC))
+            return codec.decode_event(record.value or b"", topic=topic, now=now)
         except DecodeError as exc:
             worker.dead_letters += 1
             worker.metrics.dead_letter(exc.reason)
-            headers = dead_letter_headers(message, exc, exc.reason)
-            await dead_letters.send(key=message.key, value=message.value, headers=headers)
+            headers = dead_letter_headers(record, exc, exc.reason)
+            await dead_letters.send(key=record.key, value=record.value, headers=headers)
             return None
 
     def pending_of(partition: int) -> Callable[[int], bool]:
@@ -251,71 +271,88 @@ def wire_agents(worker: Worker) -> None:
         for held in released.items:
             if held.generation != generation[0]:
                 return  # a rebalance happened while an earlier record was being sent
-            window[0].events.append(held.message)
+            window[0].acks.append((held.tp, held.record.offset))
             await process(held)
 
-    async def receive(message: Any) -> None:
-        arrival_s = time.monotonic()
-        tp = TP(message.topic, message.partition)
-        if tp not in owned:
-            # The assignment signal may come after the first records (Faust resumes the
-            # streams when recovery ends): ask the consumer before dropping a record, unless
-            # the partition was revoked and not assigned again yet (during a rebalance the
-            # consumer still lists its old assignment).
-            if tp in revoked or tp not in app.consumer.assignment():
-                return
-            owned.add(tp)
+    async def receive(tp: TP, record: Any, source: int, now: datetime, arrival_s: float) -> None:
         received_in = generation[0]
-        next_unseen[tp] = message.offset + 1
-        decoded = await decode(message)
+        next_unseen[tp] = record.offset + 1
+        decoded = await decode(record, input_names[tp.topic], now)
         if received_in != generation[0]:
             return
         if decoded is None:
-            window[0].events.append(message)
+            window[0].acks.append((tp, record.offset))
             return
-        if (message.key or b"").decode("utf-8", "replace") != decoded.customer_id:
+        if (record.key or b"").decode("utf-8", "replace") != decoded.customer_id:
             # Keyed otherwise: re-key by customer so the customer's partition owns it.
             worker.repartitioned += 1
             worker.metrics.record_repartitioned()
-            await resend[message.topic].send(key=decoded.customer_id.encode(), value=message.value)
-            window[0].events.append(message)
+            await resend[tp.topic].send(key=decoded.customer_id.encode(), value=record.value)
+            window[0].acks.append((tp, record.offset))
             return
-        partition = message.partition
+        partition = tp.partition
         merge = merges.get(partition)
         if merge is None:
             merge = merges[partition] = PartitionMerge()
-        held = Held(message, decoded, source_index[message.topic], arrival_s, received_in)
-        merge.add(held.source, decoded.event_time.timestamp(), held)
+        held = Held(tp, record, decoded, source, arrival_s, received_in)
+        merge.add(source, decoded.event_time.timestamp(), held)
         await release(partition, merge)
 
     async def process(held: Held) -> None:
-        message, decoded = held.message, held.decoded
-        partition = message.partition
+        record, decoded = held.record, held.decoded
+        partition = held.tp.partition
         skipped = shell.stats.replayed_skipped
-        out = shell.on_event(decoded, partition, held.source, message.offset)
-        if shell.stats.replayed_skipped != skipped:
-            # Re-delivered after a crash and already in the state: its interventions were
-            # routed (and recorded in the contact history) the first time.
-            return
-        routed = worker.interventions.on_step(decoded, out, shell.state_of, partition)
+        out = shell.on_event(decoded, partition, held.source, record.offset)
+        # Re-delivered after a crash and already in the state: its own interventions were
+        # routed (and recorded in the contact history) the first time; those of the timers
+        # it made due again are routed now.
+        replayed = shell.stats.replayed_skipped != skipped
+        routed = worker.interventions.on_step(
+            decoded, out, shell.state_of, partition, route_event=not replayed
+        )
         routed.extend(
             worker.interventions.on_watermark(partition, shell.watermark_of(partition), band)
         )
         current = window[0]
-        current.last_event_of[partition] = message
-        seen_partitions[partition] = (message, held.arrival_s)
+        current.last_event_of[partition] = record
+        seen_partitions[partition] = (record, held.arrival_s)
         for score in out.scores:
             current.scores[score.customer_id] = score
         await send_now(out, routed)
         observe(worker, out, decoded.event_time.timestamp(), held.arrival_s)
 
-    async def score(messages: Sequence[Any]) -> None:
-        last_arrival[0] = time.monotonic()
-        for message in messages:
-            await receive(message)
+    async def score(tp: TP, records: Sequence[Any]) -> None:
+        arrival_s = last_arrival[0] = time.monotonic()
+        if tp not in owned:
+            # The assignment signal may come after the first records (Faust resumes the
+            # streams when recovery ends): ask the consumer before dropping records, unless
+            # the partition was revoked and not assigned again yet (during a rebalance the
+            # consumer still lists its old assignment).
+            if tp in revoked or tp not in app.consumer.assignment():
+                return
+            owned.add(tp)
+        if unfinished[0] is None:
+            unfinished[0] = hold(app.consumer)  # a rebalance or a stop waits for our acks
+        source = source_index[tp.topic]
+        now = datetime.now(UTC)
+        for record in records:
+            await receive(tp, record, source, now, arrival_s)
         await close_due_window()
-        await drain_step(DRAIN_ITEMS_PER_RECORD * len(messages))
+        await drain_step(DRAIN_ITEMS_PER_RECORD * len(records))
         await outputs.flush_now()
+        settle_unfinished()
+
+    def settle_unfinished() -> None:
+        # Nothing left to acknowledge: no rebalance or stop needs to wait for this handler.
+        token = unfinished[0]
+        if (
+            token is not None
+            and not window[0].acks
+            and not drain.pending
+            and not any(merge.held for merge in merges.values())
+        ):
+            unfinished[0] = None
+            release_unfinished(app.consumer, token)
 
     add_batch_topic(app, inputs, score)
 
@@ -323,7 +360,9 @@ def wire_agents(worker: Worker) -> None:
         return time.monotonic() - last_arrival[0] >= QUIET_CHECK_S
 
     async def drain_step(late_budget: int) -> None:
-        # On pace, or ``late_budget`` once the pace's time is over.
+        # On pace, or ``late_budget`` once the pace's time is over. What was sent so far
+        # goes to the producer first: a state taken now waits for it to be delivered.
+        await outputs.flush_now()
         if not drain.pending:
             return
         now_s = time.monotonic()
@@ -350,6 +389,7 @@ def wire_agents(worker: Worker) -> None:
                 await drain.advance(DRAIN_ITEMS_PER_CHECK, generation[0])
             await asyncio.sleep(0)  # a record that arrives now is handled before the rest
         await outputs.flush_now()
+        settle_unfinished()
         old_generations.tick(time.monotonic() - last_arrival[0] >= GC_QUIET_S)
 
     if settings.wall_grace_s is not None:
@@ -390,9 +430,13 @@ def wire_agents(worker: Worker) -> None:
         owned.clear()
         window[0] = Window()
         drain.drop()
+        states_table.drop()
         seen_partitions.clear()
         merges.clear()
         next_unseen.clear()
+        if unfinished[0] is not None:
+            release_unfinished(app.consumer, unfinished[0])  # they come again: nothing to wait for
+            unfinished[0] = None
         shell.forget_partitions()
         worker.interventions.forget_partitions()
 

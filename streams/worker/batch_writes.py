@@ -1,25 +1,17 @@
-"""Writing many records of one partition at once: aiokafka produce batches and RocksDB batches.
+r"""Sending many records of one partition at once as aiokafka produce batches.
 
 Faust sends every record through ``Producer.send`` (a ``FutureMessage``, the producer
 buffer, ``Topic.publish_message``, aiokafka's per-record future and accumulator step: ~10 µs
-each) and every table write through ``Table.__setitem__`` (all of that for the changelog
-record, then a RocksDB ``put`` and a done-callback that stores the persisted offset). A flush
-window's coalesced states and latest scores are many records per partition written together,
-so they go here instead:
-
-- :class:`PartitionBatches` appends records to aiokafka ``BatchBuilder``\\ s
-  (``AIOKafkaProducer.create_batch``/``send_batch``) of one topic partition: no future per
-  record. The batches join the same producer's accumulator as Faust's own sends, so
-  ``producer.flush()`` (which Faust's consumer awaits before it commits offsets) waits for
-  them too: outputs stay at-least-once.
-- :class:`TableBatchWriter` writes a table partition's states exactly as ``Table.__setitem__``
-  would (the store's own key and value encoding, the same bytes to RocksDB and to the
-  changelog partition of the same number), with one RocksDB ``WriteBatch`` per call; when a
-  changelog batch is acknowledged its last offset becomes the partition's persisted offset,
-  as Faust's ``Collection._on_changelog_sent`` does per record.
-
-Both fall back to Faust's per-record path inside a Faust transaction (exactly-once), where
-the producer must be the transaction's; churnstream's worker runs at-least-once.
+each). The worker's outputs (risk changes, interventions, training examples, a window's
+latest scores and its states' changelog records) go here instead:
+:class:`PartitionBatches` appends records to aiokafka ``BatchBuilder``\ s
+(``AIOKafkaProducer.create_batch``/``send_batch``) of one topic partition: no future per
+record. The batches join the same producer's accumulator as Faust's own sends, so
+``producer.flush()`` (which Faust's consumer awaits before it commits offsets) waits for
+them too, and it counts what the broker acknowledged, so a caller can wait until everything
+sent before some point is delivered (``streams/worker/state_writes.py`` does, before it
+makes a state durable). Inside a Faust transaction (exactly-once; churnstream's worker runs
+at-least-once) records go one by one through Faust's producer.
 """
 
 from __future__ import annotations
@@ -30,9 +22,6 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-
-from faust.types import TP
-from rocksdict import WriteBatch
 
 Pair = tuple[bytes, bytes]
 FlushHook = Callable[[], Awaitable[None]]
@@ -69,6 +58,7 @@ class _Lane:
     pump: asyncio.Future[None] | None = None
     created: int = 0  # batches made for this partition so far
     handed: int = 0  # of those, handed to aiokafka (in order)
+    delivered: int = 0  # of those, acknowledged by the broker (in order)
     # (batches to have been handed, future) of callers waiting for that
     waiters: list[tuple[int, asyncio.Future[None]]] = field(default_factory=list)
 
@@ -116,6 +106,8 @@ class PartitionBatches:
         self.records = 0
         self.batches = 0
         self._lanes: dict[tuple[str, int], _Lane] = {}
+        # called (no arguments) each time a batch is acknowledged by the broker
+        self.on_delivery: list[Callable[[], None]] = []
         add_flush_hook(app, self.handed_over)
 
     async def send(
@@ -128,12 +120,25 @@ class PartitionBatches:
         """Queue ``records`` (key, value) to ``topic``/``partition``, in order.
 
         ``on_delivered(last_offset)`` is called as each batch holding some of them is
-        acknowledged by the broker, with the offset of that batch's last record.
+        acknowledged by the broker, with the offset of that batch's last record. Inside a
+        Faust transaction the records go one by one through Faust's producer.
         """
         if not records:
             return
         if self.app.in_transaction:
             await self._send_one_by_one(topic, partition, records, on_delivered)
+            return
+        self.enqueue(topic, partition, records, on_delivered)
+
+    def enqueue(
+        self,
+        topic: str,
+        partition: int,
+        records: Sequence[Pair],
+        on_delivered: Callable[[int], None] | None = None,
+    ) -> None:
+        """:meth:`send` outside a transaction, without waiting for anything."""
+        if not records:
             return
         producer = self.app.producer._ensure_producer()  # faust's aiokafka Producer
         lane = self._lanes.get((topic, partition))
@@ -160,6 +165,28 @@ class PartitionBatches:
             if lane.pump is not None:
                 lane.pump.result()  # raise what a previous hand-over raised
             lane.pump = asyncio.ensure_future(self._pump(producer, lane, topic, partition))
+
+    def mark(self) -> dict[tuple[str, int], int]:
+        """Return where every partition's batches stand now: :meth:`delivered` takes it."""
+        return {
+            key: lane.created for key, lane in self._lanes.items() if lane.delivered < lane.created
+        }
+
+    def delivered(self, mark: dict[tuple[str, int], int]) -> bool:
+        """Return whether every record queued before :meth:`mark` was taken is delivered."""
+        lanes = self._lanes
+        return all(lanes[key].delivered >= count for key, count in mark.items())
+
+    def created(self, topic: str, partition: int) -> int:
+        """Return how many batches ``topic``/``partition`` has had so far (its newest one's
+        number, once records were queued to it)."""
+        lane = self._lanes.get((topic, partition))
+        return 0 if lane is None else lane.created
+
+    def delivered_count(self, topic: str, partition: int) -> int:
+        """Return how many of ``topic``/``partition``'s batches the broker acknowledged."""
+        lane = self._lanes.get((topic, partition))
+        return 0 if lane is None else lane.delivered
 
     async def handed_over(self) -> None:
         """Wait until every record queued before this call is in the producer's accumulator.
@@ -188,8 +215,7 @@ class PartitionBatches:
         """Wait until every batch queued is in the producer's accumulator (tests, shutdown)."""
         await self.handed_over()
 
-    @staticmethod
-    async def _pump(producer: Any, lane: _Lane, topic: str, partition: int) -> None:
+    async def _pump(self, producer: Any, lane: _Lane, topic: str, partition: int) -> None:
         waiting = lane.waiting
         try:
             while waiting:
@@ -199,11 +225,23 @@ class PartitionBatches:
                 built.batch.close()
                 future = await producer.send_batch(built.batch, topic, partition=partition)
                 lane.handed_one()
-                if built.callbacks:
-                    future.add_done_callback(functools.partial(_delivered, built))
+                future.add_done_callback(functools.partial(self._delivered, lane, built))
         except BaseException as exc:
             lane.fail(exc)
             raise
+
+    def _delivered(self, lane: _Lane, built: _Built, done: asyncio.Future[Any]) -> None:
+        # aiokafka keeps one request per partition in flight: a partition's batches are
+        # acknowledged in order. A failed batch is never counted (what waits on it waits
+        # on: the producer has failed, and Faust's commit raises it).
+        if done.cancelled() or done.exception() is not None:
+            return
+        lane.delivered += 1
+        last = done.result().offset + built.count - 1
+        for callback in built.callbacks:
+            callback(last)
+        for listener in self.on_delivery:
+            listener()
 
     async def _send_one_by_one(
         self,
@@ -220,54 +258,6 @@ class PartitionBatches:
                 future.add_done_callback(
                     lambda done: None if done.exception() else on_delivered(done.result().offset)
                 )
-
-
-def _delivered(built: _Built, done: asyncio.Future[Any]) -> None:
-    if not done.cancelled() and done.exception() is None:
-        last = done.result().offset + built.count - 1
-        for callback in built.callbacks:
-            callback(last)
-
-
-class TableBatchWriter:
-    """Writes many keys of one partition of a Faust table (RocksDB store) at once."""
-
-    def __init__(self, table: Any, batches: PartitionBatches) -> None:
-        self.table = table
-        self.batches = batches
-
-    async def write(self, partition: int, items: Sequence[tuple[Any, Any]]) -> int:
-        """Set ``items`` (key, value) in ``partition`` of the table; return how many."""
-        if not items:
-            return 0
-        table = self.table
-        if table.app.in_transaction:
-            for key, value in items:
-                table[key] = value  # the caller runs in the partition's event context
-            return len(items)
-        store = table.data
-        encode_key, encode_value = store._encode_key, store._encode_value
-        pairs = [(encode_key(key), encode_value(value)) for key, value in items]
-        db = store._db_for_partition(partition)
-        key_index = store._key_index
-        batch = WriteBatch(raw_mode=True)
-        for key_bytes, value_bytes in pairs:
-            batch.put(key_bytes, value_bytes)
-            key_index[key_bytes] = partition
-        db.write(batch)
-        changelog = table.changelog_topic.get_topic_name()
-        tp = TP(changelog, partition)
-        persisted = [-1]
-
-        def delivered(last_offset: int) -> None:
-            # Batches of a partition are acknowledged in order; never move the offset back.
-            if last_offset > persisted[0]:
-                persisted[0] = last_offset
-                if partition in store._dbs:  # not revoked meanwhile
-                    store.set_persisted_offset(tp, last_offset)
-
-        await self.batches.send(changelog, partition, pairs, delivered)
-        return len(pairs)
 
 
 def table_reader(table: Any, partition_of: Callable[[str], int]) -> Callable[[str], Any]:

@@ -1,34 +1,43 @@
 """Faust's consumer loop, delivering each fetched batch at once instead of record by record.
 
-faust-streaming 0.15's ``Consumer._drain_messages`` (``faust/transport/consumer.py``) hands
-every fetched record to the conductor with ``await self.wait_first(callback(message),
-self.suspend_flow.wait())``: mode's ``wait_first`` wraps each awaitable in a task and waits
-on four futures (the callback, the suspend-flow event, the service's stopped and crashed
-events), so every record costs four futures, a task and an ``asyncio.wait``. The conductor's
-callback then takes an ``asyncio.Lock`` to find the partition's channels, wraps the record in
-an ``Event`` and puts it on each channel's queue, and the agent's stream takes it off again.
+faust-streaming 0.15's ``Consumer._drain_messages`` (``faust/transport/consumer.py``) takes
+records from ``Consumer.getmany``, an async generator that per record round-robins over the
+fetched topics, asks the partition's highwater, updates the monitor and builds a
+``ConsumerMessage``; then it hands every record to the conductor with ``await
+self.wait_first(callback(message), self.suspend_flow.wait())``: mode's ``wait_first`` wraps
+each awaitable in a task and waits on four futures, the conductor takes an ``asyncio.Lock``
+to find the partition's channels, wraps the record in an ``Event`` and puts it on each
+channel's queue, and the agent's stream takes it off again.
 
 :func:`drain_messages` is the same loop with the same offset, gap and commit bookkeeping,
-delivering each fetched batch at once (:func:`deliver`):
+taking each fetch as lists per topic partition (:func:`fetch`) and delivering it at once
+(:func:`deliver`):
 
-- records of an ordinary topic go to the conductor's callback one by one inside one
-  ``wait_first`` per run of them (agents, tables and their streams work unchanged, and a
-  rebalance still interrupts a delivery that waits on a full channel queue);
+- records of an ordinary topic become Faust messages and go to the conductor's callback one
+  by one inside one ``wait_first`` per partition's run (agents, tables and their streams
+  work unchanged, and a rebalance still interrupts a delivery that waits on a full channel
+  queue);
 - records of a topic with a *batch handler* (:func:`add_batch_topic`) go to that handler as
-  lists of up to :data:`BATCH_MAX` consecutive records of the fetch, with no ``Event``, channel
-  queue or stream in between. Each record is tracked as un-acknowledged first (Faust then
-  commits only what the handler acknowledges with ``consumer.ack(message)``, and a rebalance
-  or a stopping worker waits for those acknowledgements).
+  they came from aiokafka (``ConsumerRecord``: ``topic``, ``partition``, ``offset``, ``key``,
+  ``value``, ``headers``), in lists of up to :data:`BATCH_MAX` records of one partition, with
+  no message object, ``Event``, channel queue or stream in between. The handler
+  acknowledges them by offset (:func:`ack_offsets`: Faust then commits only acknowledged
+  offsets) and keeps an :class:`Unfinished` token in Faust's set of unacknowledged
+  messages while it holds any, so a rebalance or a stopping worker waits for it as it does
+  for messages.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 from faust.transport.consumer import CONSUMER_FETCHING
+from faust.types import TP
+from faust.types.tuples import ack_lock
+from mode.utils.futures import notify
 
 # Most records handed to a batch handler in one call: the event loop runs timers and sends
 # between calls, so this bounds how long a call keeps them waiting.
@@ -36,7 +45,7 @@ BATCH_MAX = 64
 # Ordinary records delivered between two yields to the event loop (Faust's own value).
 YIELD_EVERY = 100
 
-BatchHandler = Callable[[Sequence[Any]], Awaitable[None]]
+BatchHandler = Callable[[TP, Sequence[Any]], Awaitable[None]]
 
 
 def batch_handlers(app: Any) -> dict[str, BatchHandler]:
@@ -51,13 +60,63 @@ def batch_handlers(app: Any) -> dict[str, BatchHandler]:
 def add_batch_topic(app: Any, topic: Any, handler: BatchHandler) -> None:
     """Subscribe ``app`` to ``topic`` (a Faust topic) and hand its records to ``handler``.
 
-    The app must be a :class:`~streams.worker.tuning.TunedApp` (whose consumer runs
-    :func:`drain_messages`); ``topic`` must not also be an agent's.
+    ``handler(tp, records)`` gets aiokafka ``ConsumerRecord``s of one topic partition in
+    offset order. The app must be a :class:`~streams.worker.tuning.TunedApp` (whose consumer
+    runs :func:`drain_messages`); ``topic`` must not also be an agent's.
     """
     handlers = batch_handlers(app)
     for name in topic.topics:
         handlers[name] = handler
     app.topics.add(topic)
+
+
+class Unfinished:
+    """Stands in Faust's set of unacknowledged messages for records a batch handler holds.
+
+    Faust's ``Consumer.wait_empty`` (before a rebalance or a stop completes) waits until that
+    set is empty, dropping members whose ``acked`` is true; it is a weak set, so a token
+    nobody references any more is gone from it too.
+    """
+
+    __slots__ = ("__weakref__", "acked", "refcount")
+
+    def __init__(self) -> None:
+        self.acked = False
+        self.refcount = 1
+
+
+def hold(consumer: Any) -> Unfinished:
+    """Put a new :class:`Unfinished` token in ``consumer``'s unacknowledged set; return it."""
+    token = Unfinished()
+    consumer._unacked_messages.add(token)
+    return token
+
+
+def release(consumer: Any, token: Unfinished) -> None:
+    """Take ``token`` out of ``consumer``'s unacknowledged set; wake whoever waits for it."""
+    token.acked = True
+    consumer._unacked_messages.discard(token)
+    notify(consumer._waiting_for_ack)
+
+
+def ack_offsets(consumer: Any, tp: TP, offsets: Iterable[int]) -> int:
+    """Acknowledge ``offsets`` of ``tp`` as ``Consumer.ack`` does a message's; return how many.
+
+    An offset below the committed one, or acknowledged before, is skipped (as Faust does).
+    """
+    with ack_lock:
+        committed = consumer._committed_offset[tp]
+        acked_index = consumer._acked_index[tp]
+        acked = consumer._acked[tp]
+        count = 0
+        for offset in offsets:
+            if (committed is None or offset >= committed) and offset not in acked_index:
+                acked_index.add(offset)
+                acked.append(offset)
+                count += 1
+        consumer._n_acked += count
+        notify(consumer._waiting_for_ack)
+    return count
 
 
 async def _one_by_one(callback: Callable[[Any], Awaitable[None]], messages: list[Any]) -> None:
@@ -67,8 +126,62 @@ async def _one_by_one(callback: Callable[[Any], Awaitable[None]], messages: list
             await asyncio.sleep(0)
 
 
-async def deliver(consumer: Any, messages: Sequence[Any]) -> None:
-    """Deliver one fetched batch in order: batch-handled runs as lists, the rest one by one.
+Fetched = tuple[TP, list[Any]]
+
+
+async def fetch(consumer: Any, timeout: float) -> tuple[list[Fetched], int]:
+    """Return the next fetch's records per topic partition and the consumer generation.
+
+    What ``Consumer.getmany`` does, once per partition instead of once per record: only
+    active (or buffered) partitions, the monitor's end offsets, and the read-offset and gap
+    bookkeeping that commits rely on (a record below the partition's read offset is a
+    duplicate and dropped; a jump in offsets is a gap Faust commits over).
+    """
+    records, active = await consumer._wait_next_records(timeout)
+    generation: int = consumer.app.consumer_generation_id
+    if records is None or consumer.should_stop:
+        return [], generation
+    if not consumer.flow_active:
+        consumer.log.dev("fetch while flow not active: seek back to committed offsets")
+        try:
+            await consumer.perform_seek()
+        except Exception as exc:
+            consumer.log.warning(f"exception performing seek when flow not active {exc}")
+        return [], generation
+    buffered = consumer._buffered_partitions
+    read_offset = consumer._read_offset
+    track_end_offset = consumer.app.monitor.track_tp_end_offset
+    acks_enabled_for = consumer.app.topics.acks_enabled_for
+    out: list[Fetched] = []
+    for tp, tp_records in records.items():
+        if not tp_records or not (active is None or tp in active or tp in buffered):
+            continue
+        track_end_offset(tp, consumer.highwater(tp))
+        r_offset = read_offset[tp]
+        first, last = tp_records[0].offset, tp_records[-1].offset
+        if (r_offset is None or first == r_offset + 1) and last - first == len(tp_records) - 1:
+            # the usual case: the partition's next offsets without a gap (a fetch's offsets
+            # ascend, so first and last tell)
+            read_offset[tp] = last
+            out.append((tp, tp_records))
+            continue
+        kept = []
+        gaps = acks_enabled_for(tp.topic)
+        for record in tp_records:
+            offset = record.offset
+            if r_offset is None or offset >= r_offset:
+                if r_offset and offset - r_offset > 1 and gaps:
+                    await consumer._add_gap(tp, r_offset + 1, offset)
+                r_offset = offset
+                kept.append(record)
+        read_offset[tp] = r_offset
+        if kept:
+            out.append((tp, kept))
+    return out, generation
+
+
+async def deliver(consumer: Any, fetched: Sequence[Fetched], generation: int) -> None:
+    """Deliver one fetch: batch-handled partitions as lists, the rest as Faust messages.
 
     Ordinary records go through the conductor's callback inside one ``wait_first`` with the
     consumer's suspend-flow event, as Faust does per record: a rebalance interrupts a delivery
@@ -79,39 +192,31 @@ async def deliver(consumer: Any, messages: Sequence[Any]) -> None:
     """
     handlers = batch_handlers(consumer.app)
     app = consumer.app
-    ordinary: list[Any] = []
-    run: list[Any] = []
-    run_handler: BatchHandler | None = None
-
-    async def hand_over() -> None:
-        nonlocal ordinary, run
-        if ordinary:
-            todo, ordinary = ordinary, []
-            await consumer.wait_first(
-                _one_by_one(consumer.callback, todo), consumer.suspend_flow.wait()
-            )
-        if run and run_handler is not None:
-            chunk, run = run, []
-            if not consumer.flow_active or chunk[0].generation_id != app.consumer_generation_id:
-                return
-            for message in chunk:
-                consumer.track_message(message)
-            await app.producer.buffer.wait_until_ebb()
-            await run_handler(chunk)
-            await asyncio.sleep(0)
-
-    for message in messages:
-        handler = handlers.get(message.topic)
+    records_in: list[Callable[[TP, int, int], None]] | None = None
+    for tp, records in fetched:
+        handler = handlers.get(tp.topic)
         if handler is None:
-            if run:
-                await hand_over()
-            ordinary.append(message)
+            to_message = consumer._to_message
+            messages = [to_message(tp, record) for record in records]
+            await consumer.wait_first(
+                _one_by_one(consumer.callback, messages), consumer.suspend_flow.wait()
+            )
             continue
-        if ordinary or handler is not run_handler or len(run) >= BATCH_MAX:
-            await hand_over()
-            run_handler = handler
-        run.append(message)
-    await hand_over()
+        # Sensors hear of a batch-handled partition's records once per fetch (Faust's
+        # per-message ``on_message_in`` is not called for them): ``on_records_in(tp, count,
+        # last offset)`` where a sensor has it (streams/worker/web.py: records consumed, lag).
+        if records_in is None:
+            records_in = [
+                sensor.on_records_in for sensor in app.sensors if hasattr(sensor, "on_records_in")
+            ]
+        for hook in records_in:
+            hook(tp, len(records), records[-1].offset)
+        for start in range(0, len(records), BATCH_MAX):
+            if not consumer.flow_active or generation != app.consumer_generation_id:
+                return
+            await app.producer.buffer.wait_until_ebb()
+            await handler(tp, records[start : start + BATCH_MAX])
+            await asyncio.sleep(0)
 
 
 def commit_in_background(consumer: Any) -> asyncio.Future[Any] | None:
@@ -145,36 +250,27 @@ def _commit_done(consumer: Any, task: asyncio.Future[Any]) -> None:
 
 
 async def drain_messages(consumer: Any, fetcher: Any) -> None:
-    """``Consumer._drain_messages`` with one delivery per fetched batch (module docstring)."""
-    getmany = consumer.getmany
+    """``Consumer._drain_messages`` with one delivery per fetch (module docstring)."""
     consumer_should_stop = consumer._stopped.is_set
     fetcher_should_stop = fetcher._stopped.is_set
-    read_offset = consumer._read_offset
     set_flag, unset_flag = consumer.diag.set_flag, consumer.diag.unset_flag
     commit_every = consumer._commit_every
-    acks_enabled_for = consumer.app.topics.acks_enabled_for
     try:
         while not (consumer_should_stop() or fetcher_should_stop()):
             set_flag(CONSUMER_FETCHING)
-            batch: list[Any] = []
-            # Sleeping because getmany may return at once, never releasing the event loop.
+            fetched: list[Fetched] = []
+            generation = 0
+            # Sleeping because a fetch may return at once, never releasing the event loop.
             await consumer.sleep(0)
             if not consumer.should_stop:
-                async for tp, message in getmany(timeout=1.0):
-                    offset = message.offset
-                    r_offset = read_offset[tp]
-                    if r_offset is None or offset >= r_offset:
-                        if r_offset and offset - r_offset > 1 and acks_enabled_for(message.topic):
-                            await consumer._add_gap(tp, r_offset + 1, offset)
-                        read_offset[tp] = offset
-                        batch.append(message)
+                fetched, generation = await fetch(consumer, timeout=1.0)
             unset_flag(CONSUMER_FETCHING)
-            if not batch:
+            if not fetched:
                 continue
             if commit_every is not None and consumer._n_acked >= commit_every:
                 consumer._n_acked = 0
                 commit_in_background(consumer)
-            await deliver(consumer, batch)
+            await deliver(consumer, fetched, generation)
     except consumer.consumer_stopped_errors:
         if consumer.transport.app.should_stop:
             consumer.log.info("Broker stopped consumer, shutting down...")

@@ -55,10 +55,9 @@ class WindowDrain:
 
     Scores and states go in chunks of up to ``chunk`` (a produce batch, a RocksDB batch),
     acknowledgements eight times as many per call; a score or a state costs one unit of
-    budget, an acknowledgement an eighth. Acknowledging never waits for the outputs: they
-    are queued for the producer by then, and the producer's ``flush()``, which Faust awaits
-    before it commits the acknowledged offsets, hands them over first
-    (``streams/worker/batch_writes.py``).
+    budget, an acknowledgement an eighth. States become durable in the background
+    (``streams/worker/state_writes.py``): the records are acknowledged only once
+    ``states_settled()`` says all of them are, so a committed offset's effects are never lost.
     """
 
     def __init__(
@@ -68,11 +67,15 @@ class WindowDrain:
         ack: Callable[[Sequence[Any]], None],
         on_done: Callable[[list[int]], None],
         chunk: int = 64,
+        states_settled: Callable[[], bool] = lambda: True,
+        wait_states: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.send_scores = send_scores
         self.write_states = write_states
         self.ack = ack
         self.on_done = on_done
+        self.states_settled = states_settled
+        self.wait_states = wait_states
         self.chunk = chunk
         self.closed: Closed | None = None
 
@@ -150,6 +153,8 @@ class WindowDrain:
                 if chunk:
                     await self.write_states(part, chunk)
             elif closed.acks_done < len(closed.events):
+                if not closed.acks_done and not self.states_settled():
+                    return False  # again later: the states are not all durable yet
                 done = closed.acks_done
                 records = closed.events[done : done + take * 8]
                 closed.acks_done += len(records)
@@ -157,6 +162,8 @@ class WindowDrain:
                 closed.units_spent += -(-len(records) // 8)
                 self.ack(records)
             else:
+                if not self.states_settled():
+                    return False  # a window without records: its states still settle
                 self._done(closed)
                 return True
         if (
@@ -165,6 +172,7 @@ class WindowDrain:
             and closed.acks_done >= len(closed.events)
             and closed.partitions_done >= len(closed.states)
             and closed.scores_done >= len(closed.scores)
+            and self.states_settled()
         ):
             self._done(closed)  # the budget ran out exactly at the end
         return self.closed is None
@@ -176,4 +184,5 @@ class WindowDrain:
     async def finish(self, generation: int) -> None:
         """Write everything the closed window still owes."""
         while not await self.advance(1_000_000, generation):
-            pass
+            if self.wait_states is not None:
+                await self.wait_states()

@@ -220,6 +220,11 @@ class MetricsSensor(Sensor):
         self.metrics.event_consumed(tp.topic)
         self.read_offsets[(tp.topic, tp.partition)] = offset
 
+    def on_records_in(self, tp: Any, count: int, last_offset: int) -> None:
+        """Count records a batch handler takes at once (streams/worker/dispatch.py)."""
+        self.metrics.consumed_many(tp.topic, count)
+        self.read_offsets[(tp.topic, tp.partition)] = last_offset
+
     def on_rebalance_start(self, app: Any) -> dict[str, float]:
         """Count the rebalance and note when it started."""
         self.metrics.rebalance_started()

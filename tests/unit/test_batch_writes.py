@@ -1,130 +1,17 @@
-"""Batched table writes and partition reads match Faust's own table (worker/batch_writes.py).
+"""Produce batches per partition (worker/batch_writes.py), against aiokafka's batch API.
 
-No broker: the table's RocksDB partitions are opened locally and the changelog batches are
-captured instead of produced (the real-broker path is covered by the worker pipeline, restore
-and scale-out tests).
+No broker: a stand-in producer plays aiokafka's ``create_batch``/``send_batch`` (the
+real-broker path is covered by the worker pipeline, fault and scale-out tests).
 """
 
 from __future__ import annotations
 
 import asyncio
-import weakref
-from collections.abc import Callable, Iterator, Sequence
-from pathlib import Path
 from typing import Any
 
-import faust
 import pytest
-from faust.events import Event as FaustEvent
-from faust.streams import _current_event
-from faust.types import TP
 
-from streams.worker.batch_writes import (
-    Pair,
-    PartitionBatches,
-    TableBatchWriter,
-    flush_hooks,
-    table_reader,
-)
-from streams.worker.bulk_restore import bulk_restore_store_url
-from streams.worker.partitioning import partitioner
-from streams.worker.tuning import TunedApp
-
-PARTITIONS = 4
-
-
-class CapturedBatches:
-    """Stands in for PartitionBatches: records what would be produced, acknowledges at once."""
-
-    def __init__(self) -> None:
-        self.sent: list[tuple[str, int, list[Pair]]] = []
-        self.next_offset: dict[tuple[str, int], int] = {}
-
-    async def send(
-        self,
-        topic: str,
-        partition: int,
-        records: Sequence[Pair],
-        on_delivered: Callable[[int], None] | None = None,
-    ) -> None:
-        self.sent.append((topic, partition, list(records)))
-        first = self.next_offset.get((topic, partition), 0)
-        self.next_offset[(topic, partition)] = first + len(records)
-        if on_delivered is not None:
-            on_delivered(first + len(records) - 1)
-
-
-@pytest.fixture
-def table(tmp_path: Path) -> Iterator[Any]:
-    app = TunedApp(
-        "batch-writes-test",
-        broker="kafka://127.0.0.1:9",
-        store="rocksdb://",
-        datadir=str(tmp_path),
-        topic_partitions=PARTITIONS,
-        web_enabled=False,
-    )
-    customers = app.Table(
-        "customers",
-        default=None,
-        schema=faust.Schema(key_type=str, key_serializer="json", value_serializer="json"),
-        partitions=PARTITIONS,
-        store=bulk_restore_store_url("customers"),
-    )
-    for partition in range(PARTITIONS):
-        customers.data._db_for_partition(partition)
-    yield customers
-    customers.data.reset_state()
-
-
-def faust_set(table: Any, partition: int, key: str, value: Any) -> None:
-    """What ``Table.__setitem__`` does to the store, in the partition's event context."""
-    message = type("Message", (), {"partition": partition, "topic": "in", "key": b"", "value": b""})
-    event = FaustEvent(table.app, b"", b"", None, message)
-    token = _current_event.set(weakref.ref(event))
-    try:
-        table.data[key] = value
-    finally:
-        _current_event.reset(token)
-
-
-def test_batched_states_are_the_bytes_faust_writes_and_go_to_the_same_partition(
-    table: Any,
-) -> None:
-    partition_of = partitioner(PARTITIONS)
-    items = [(f"c{i}", {"n": i, "name": f"é{i}", "tags": [i, None]}) for i in range(40)]
-    mine = [item for item in items if partition_of(item[0]) == 2]
-    batches = CapturedBatches()
-    writer = TableBatchWriter(table, batches)  # type: ignore[arg-type]
-    assert asyncio.run(writer.write(2, mine)) == len(mine)
-    db = table.data._db_for_partition(2)
-    stored = {key: db.get(key) for key, _ in batches.sent[0][2]}
-    for key, value in mine:
-        faust_set(table, 1, key, value)  # Faust's own write, into another partition
-    faust_db = table.data._db_for_partition(1)
-    assert stored == {key: faust_db.get(key) for key in stored}
-    # the changelog carries exactly the stored bytes, to the changelog partition 2
-    topic, partition, records = batches.sent[0]
-    assert (topic, partition) == (table.changelog_topic.get_topic_name(), 2)
-    assert dict(records) == stored
-    # and the last acknowledged offset is the partition's persisted offset
-    assert table.data.persisted_offset(TP(topic, 2)) == len(mine) - 1
-
-
-def test_the_partition_reader_answers_as_table_get_does(table: Any) -> None:
-    partition_of = partitioner(PARTITIONS)
-    writer = TableBatchWriter(table, CapturedBatches())  # type: ignore[arg-type]
-    by_partition: dict[int, list[tuple[str, Any]]] = {}
-    for i in range(60):
-        key = f"k{i}"
-        by_partition.setdefault(partition_of(key), []).append((key, {"i": i}))
-    for partition, items in by_partition.items():
-        asyncio.run(writer.write(partition, items))
-    read = table_reader(table, partition_of)
-    for key in [f"k{i}" for i in range(60)] + ["never-seen", "k60"]:
-        assert read(key) == table.get(key), key
-    assert read("k7") == {"i": 7}
-    assert read("never-seen") is None
+from streams.worker.batch_writes import Pair, PartitionBatches, flush_hooks
 
 
 class FakeBuilder:
@@ -247,3 +134,28 @@ def test_handed_over_raises_what_the_hand_over_raised() -> None:
 
     with pytest.raises(RuntimeError, match="producer closed"):
         asyncio.run(scenario())
+
+
+def test_marks_tell_when_everything_sent_before_them_is_acknowledged() -> None:
+    producer = FakeProducer(room=2)
+    batches = PartitionBatches(fake_app(producer))
+    heard: list[str] = []
+    batches.on_delivery.append(lambda: heard.append("delivered"))
+
+    async def scenario() -> None:
+        batches.enqueue("t", 0, [record(0), record(1), record(2)])  # two batches
+        mark = batches.mark()
+        assert mark == {("t", 0): 2}
+        assert not batches.delivered(mark)
+        batches.enqueue("t", 0, [record(3)])  # joins the second batch, still waiting
+        while batches.delivered_count("t", 0) < 1:
+            producer.gate.set()
+            await asyncio.sleep(0)
+        assert not batches.delivered(mark), "one of the two batches is acknowledged"
+        while not batches.delivered(mark):
+            producer.gate.set()
+            await asyncio.sleep(0)
+        assert batches.created("t", 0) == 2
+
+    asyncio.run(scenario())
+    assert heard[:2] == ["delivered", "delivered"]

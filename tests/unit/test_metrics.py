@@ -222,3 +222,16 @@ def test_adwin_raises_a_worse_drift_alarm_when_the_model_goes_bad() -> None:
 def _flip(pair: tuple[float, int]) -> tuple[int, float]:
     prediction, label = pair
     return label, prediction
+
+
+def test_the_sensor_counts_records_a_batch_handler_takes_at_once() -> None:
+    from faust.types import TP
+
+    from streams.worker.web import MetricsSensor
+
+    metrics = Metrics.create(CollectorRegistry())
+    sensor = MetricsSensor(metrics)
+    sensor.on_records_in(TP("t-orders", 2), 64, 1063)
+    sensor.on_records_in(TP("t-orders", 2), 3, 1066)
+    assert _sample(metrics, "churnstream_events_consumed_total", topic="t-orders") == 67.0
+    assert sensor.read_offsets[("t-orders", 2)] == 1066, "the lag baseline"

@@ -7,18 +7,31 @@ loop runs in every real-broker test (the worker, the bare bench agent).
 from __future__ import annotations
 
 import asyncio
+import weakref
+from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from streams.worker.dispatch import BATCH_MAX, batch_handlers, commit_in_background, deliver
+from faust.types import TP
+
+from streams.worker.dispatch import (
+    BATCH_MAX,
+    ack_offsets,
+    batch_handlers,
+    commit_in_background,
+    deliver,
+    fetch,
+    hold,
+    release,
+)
 
 
 @dataclass
-class Message:
+class Record:
     topic: str
+    partition: int
     offset: int
-    generation_id: int = 1
 
 
 class ProducerBuffer:
@@ -26,10 +39,19 @@ class ProducerBuffer:
         await asyncio.sleep(0)
 
 
+class Sensor:
+    def __init__(self) -> None:
+        self.heard: list[tuple[TP, int, int]] = []
+
+    def on_records_in(self, tp: TP, count: int, last_offset: int) -> None:
+        self.heard.append((tp, count, last_offset))
+
+
 @dataclass
 class App:
     consumer_generation_id: int = 1
     producer: Any = field(default_factory=lambda: type("P", (), {"buffer": ProducerBuffer()}))
+    sensors: list[Any] = field(default_factory=lambda: [Sensor(), object()])
 
 
 class Consumer:
@@ -38,14 +60,13 @@ class Consumer:
         self.flow_active = True
         self.suspend_flow = asyncio.Event()
         self.log: list[tuple[str, Any]] = []
-        self.tracked: list[int] = []
         self.waits = 0
 
-    async def callback(self, message: Message) -> None:
-        self.log.append(("one", message.offset))
+    def _to_message(self, tp: TP, record: Record) -> tuple[str, int]:
+        return (tp.topic, record.offset)
 
-    def track_message(self, message: Message) -> None:
-        self.tracked.append(message.offset)
+    async def callback(self, message: tuple[str, int]) -> None:
+        self.log.append(("one", message))
 
     async def wait_first(self, *awaitables: Any) -> None:
         self.waits += 1
@@ -57,55 +78,95 @@ class Consumer:
         task.cancel()
 
 
-def with_handler(consumer: Consumer, topics: Sequence[str]) -> list[list[int]]:
-    lists: list[list[int]] = []
+def with_handler(consumer: Consumer, topics: Sequence[str]) -> list[tuple[TP, list[int]]]:
+    lists: list[tuple[TP, list[int]]] = []
 
-    async def handler(messages: Sequence[Message]) -> None:
-        lists.append([message.offset for message in messages])
-        consumer.log.append(("list", [message.offset for message in messages]))
+    async def handler(tp: TP, records: Sequence[Record]) -> None:
+        lists.append((tp, [record.offset for record in records]))
+        consumer.log.append(("list", (tp.topic, [record.offset for record in records])))
 
     for topic in topics:
         batch_handlers(consumer.app)[topic] = handler
     return lists
 
 
-def test_records_keep_their_order_across_handled_and_ordinary_topics() -> None:
+def fetched(topic: str, partition: int, offsets: Sequence[int]) -> tuple[TP, list[Any]]:
+    return TP(topic, partition), [Record(topic, partition, offset) for offset in offsets]
+
+
+def test_handled_partitions_go_as_lists_and_ordinary_ones_as_messages() -> None:
     consumer = Consumer()
     with_handler(consumer, ["clicks", "orders"])
-    topics = ["clicks", "orders", "other", "other", "clicks", "clicks", "other"]
-    messages = [Message(topic, offset) for offset, topic in enumerate(topics)]
-    asyncio.run(deliver(consumer, messages))
+    batch = [fetched("clicks", 0, [5, 6]), fetched("other", 0, [1, 2]), fetched("orders", 1, [9])]
+    asyncio.run(deliver(consumer, batch, generation=1))
     assert consumer.log == [
-        ("list", [0, 1]),  # one handler for both topics: one list
-        ("one", 2),
-        ("one", 3),
-        ("list", [4, 5]),
-        ("one", 6),
+        ("list", ("clicks", [5, 6])),
+        ("one", ("other", 1)),
+        ("one", ("other", 2)),
+        ("list", ("orders", [9])),
     ]
-    assert consumer.tracked == [0, 1, 4, 5], "handled records are tracked before the handler"
-    assert consumer.waits == 2, "one wait_first per run of ordinary records, not per record"
+    assert consumer.waits == 1, "one wait_first per partition's ordinary records, not per record"
+    sensor = consumer.app.sensors[0]
+    assert sensor.heard == [(TP("clicks", 0), 2, 6), (TP("orders", 1), 1, 9)], "metrics and lag"
 
 
 def test_lists_are_at_most_batch_max_long() -> None:
     consumer = Consumer()
     lists = with_handler(consumer, ["clicks"])
     count = BATCH_MAX * 2 + 3
-    asyncio.run(deliver(consumer, [Message("clicks", offset) for offset in range(count)]))
-    assert [len(one) for one in lists] == [BATCH_MAX, BATCH_MAX, 3]
-    assert [offset for one in lists for offset in one] == list(range(count))
+    asyncio.run(deliver(consumer, [fetched("clicks", 2, range(count))], generation=1))
+    assert [len(offsets) for _, offsets in lists] == [BATCH_MAX, BATCH_MAX, 3]
+    assert [offset for _, offsets in lists for offset in offsets] == list(range(count))
+    assert {tp for tp, _ in lists} == {TP("clicks", 2)}
 
 
 def test_nothing_more_is_handed_over_once_a_rebalance_stopped_the_flow() -> None:
     consumer = Consumer()
     lists = with_handler(consumer, ["clicks"])
     consumer.flow_active = False
-    asyncio.run(deliver(consumer, [Message("clicks", 0), Message("clicks", 1)]))
+    asyncio.run(deliver(consumer, [fetched("clicks", 0, [0, 1])], generation=1))
     assert lists == []
-    assert consumer.tracked == [], "an untracked record is not waited for by the rebalance"
     consumer.flow_active = True
     consumer.app.consumer_generation_id = 2  # fetched before the generation moved on
-    asyncio.run(deliver(consumer, [Message("clicks", 2, generation_id=1)]))
+    asyncio.run(deliver(consumer, [fetched("clicks", 0, [2])], generation=1))
     assert lists == []
+
+
+class Acking:
+    """The consumer state Faust's ``ack`` and commit use."""
+
+    def __init__(self, committed: int | None = None) -> None:
+        self._committed_offset: dict[TP, int | None] = defaultdict(lambda: committed)
+        self._acked_index: dict[TP, set[int]] = defaultdict(set)
+        self._acked: dict[TP, list[int]] = defaultdict(list)
+        self._n_acked = 0
+        self._waiting_for_ack: asyncio.Future[None] | None = None
+        self._unacked_messages: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def test_offsets_are_acknowledged_as_faust_acknowledges_messages() -> None:
+    consumer = Acking(committed=10)
+    tp = TP("clicks", 0)
+    assert ack_offsets(consumer, tp, [9, 10, 11, 12, 11]) == 3, "below committed or twice: skipped"
+    assert consumer._acked[tp] == [10, 11, 12]
+    assert consumer._acked_index[tp] == {10, 11, 12}
+    assert consumer._n_acked == 3
+
+
+def test_a_held_token_keeps_faust_waiting_until_released() -> None:
+    consumer = Acking()
+
+    async def scenario() -> None:
+        consumer._waiting_for_ack = asyncio.get_running_loop().create_future()
+        token = hold(consumer)
+        assert set(consumer._unacked_messages) == {token}
+        assert not token.acked
+        release(consumer, token)
+        assert token.acked
+        assert set(consumer._unacked_messages) == set()
+        assert consumer._waiting_for_ack.done(), "wait_empty is woken at once"
+
+    asyncio.run(scenario())
 
 
 class Committing:
@@ -167,3 +228,69 @@ def test_a_commit_that_raises_crashes_the_consumer() -> None:
 
     asyncio.run(scenario())
     assert [str(exc) for exc in consumer.crashed] == ["broker refused the commit"]
+
+
+class Fetching:
+    """The consumer state ``fetch`` reads: one fetch's records, read offsets, gaps."""
+
+    def __init__(self, records: dict[TP, list[Record]], active: set[TP] | None = None) -> None:
+        self.records = records
+        self.active = active
+        self.should_stop = False
+        self.flow_active = True
+        self._buffered_partitions: set[TP] = set()
+        self._read_offset: dict[TP, int | None] = defaultdict(lambda: None)
+        self.gaps: list[tuple[TP, int, int]] = []
+        self.end_offsets: dict[TP, int] = {}
+        monitor = type("M", (), {"track_tp_end_offset": self.end_offsets.__setitem__})()
+        topics = type("T", (), {"acks_enabled_for": lambda _, topic: True})()
+        self.app = type("A", (), {"consumer_generation_id": 7, "monitor": monitor})()
+        self.app.topics = topics
+
+    async def _wait_next_records(self, timeout: float) -> tuple[Any, Any]:
+        return self.records, self.active
+
+    def highwater(self, tp: TP) -> int:
+        return 100
+
+    async def _add_gap(self, tp: TP, offset_from: int, offset_to: int) -> None:
+        self.gaps.append((tp, offset_from, offset_to))
+
+
+def test_fetch_keeps_faust_read_offsets_gaps_and_active_partitions() -> None:
+    clicks0, clicks1, orders0 = TP("clicks", 0), TP("clicks", 1), TP("orders", 0)
+    consumer = Fetching(
+        {
+            clicks0: [Record("clicks", 0, offset) for offset in (5, 6, 7)],
+            clicks1: [Record("clicks", 1, offset) for offset in (3, 4, 8, 9)],  # a gap
+            orders0: [Record("orders", 0, 1)],  # not active: left for later
+        },
+        active={clicks0, clicks1},
+    )
+    consumer._read_offset[clicks0] = 4
+    consumer._read_offset[clicks1] = 4  # 3 was read before: a duplicate
+    fetched, generation = asyncio.run(fetch(consumer, timeout=1.0))
+    assert generation == 7
+    assert [(tp, [record.offset for record in records]) for tp, records in fetched] == [
+        (clicks0, [5, 6, 7]),
+        (clicks1, [4, 8, 9]),
+    ]
+    assert consumer.gaps == [(clicks1, 5, 8)]
+    assert consumer._read_offset[clicks0] == 7
+    assert consumer._read_offset[clicks1] == 9
+    assert set(consumer.end_offsets) == {clicks0, clicks1}
+
+
+def test_fetch_returns_nothing_while_the_flow_is_stopped() -> None:
+    consumer = Fetching({TP("clicks", 0): [Record("clicks", 0, 1)]})
+    consumer.flow_active = False
+    seeks: list[bool] = []
+
+    async def perform_seek() -> None:
+        seeks.append(True)
+
+    consumer.perform_seek = perform_seek  # type: ignore[attr-defined]
+    consumer.log = type("L", (), {"dev": lambda *a: None, "warning": lambda *a: None})()  # type: ignore[attr-defined]
+    fetched, _ = asyncio.run(fetch(consumer, timeout=1.0))
+    assert fetched == []
+    assert seeks == [True], "seeks back to the committed offsets, as Faust's getmany does"

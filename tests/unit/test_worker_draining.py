@@ -111,3 +111,28 @@ def test_finish_writes_what_is_left_and_a_second_window_waits_for_it() -> None:
     asyncio.run(drain.finish(generation=0))
     assert not drain.pending
     assert [kind for kind, _ in log.items].count("ack") == 3
+
+
+def test_records_are_acknowledged_only_once_the_states_are_durable() -> None:
+    log = Log()
+    durable = [False]
+
+    async def wait_states() -> None:
+        durable[0] = True
+
+    drain = WindowDrain(
+        log.send_scores,
+        log.write_states,
+        log.ack,
+        log.done.append,
+        64,
+        lambda: durable[0],
+        wait_states,
+    )
+    drain.start(closed())
+    assert not asyncio.run(drain.advance(1_000, generation=0))
+    assert [kind for kind, _ in log.items] == ["score"] * 2 + ["state"] * 11, "no acks yet"
+    assert drain.pending
+    asyncio.run(drain.finish(generation=0))  # waits for the states, then acknowledges
+    assert [kind for kind, _ in log.items][-3:] == ["ack"] * 3
+    assert not drain.pending
