@@ -81,17 +81,23 @@ class PartitionMerge(Generic[T]):
         """
         out: Released[T] = Released()
         queues = self._queues
+        # ``pending`` cannot change during one call: ask it once per source at most
+        asked: dict[int, bool] = {}
         while self.held:
             best = -1
             best_s = 0.0
             for source, queue in enumerate(queues):
                 if queue and (best < 0 or queue[0][0] < best_s):
                     best, best_s = source, queue[0][0]
-            blocked = [
-                source
-                for source, queue in enumerate(queues)
-                if not queue and source != best and source not in out.gave_up and pending(source)
-            ]
+            blocked = []
+            for source, queue in enumerate(queues):
+                if queue or source == best or source in out.gave_up:
+                    continue
+                waits = asked.get(source)
+                if waits is None:
+                    waits = asked[source] = pending(source)
+                if waits:
+                    blocked.append(source)
             if blocked:
                 if self.blocked_since_s is None:
                     self.blocked_since_s = now_s

@@ -32,6 +32,7 @@ from streams.core.events import Event
 from streams.core.merge import PartitionMerge
 from streams.core.records import ChurnScore
 from streams.errors import DecodeError
+from streams.metrics import ObservedSteps
 from streams.settings import INPUT_TOPICS
 from streams.worker.deadletters import dead_letter_headers
 from streams.worker.dispatch import Unfinished, ack_offsets, add_batch_topic, hold
@@ -190,6 +191,7 @@ def wire_agents(worker: Worker) -> None:
         states_table.wait_settled,
     )
     last_arrival = [0.0]
+    steps = ObservedSteps()  # counted per record, added to the metrics per list
     old_generations = OldGenerations()
 
     async def close_window() -> None:
@@ -274,29 +276,33 @@ def wire_agents(worker: Worker) -> None:
             window[0].acks.append((held.tp, held.record.offset))
             await process(held)
 
-    async def receive(tp: TP, record: Any, source: int, now: datetime, arrival_s: float) -> None:
+    async def receive(
+        tp: TP, record: Any, source: int, now: datetime, arrival_s: float
+    ) -> PartitionMerge[Held] | None:
+        # Decode the record and add it to its partition's event-time merge (returned);
+        # a bad record goes to the dead letters, one keyed otherwise is sent back re-keyed.
         received_in = generation[0]
         next_unseen[tp] = record.offset + 1
         decoded = await decode(record, input_names[tp.topic], now)
         if received_in != generation[0]:
-            return
+            return None
         if decoded is None:
             window[0].acks.append((tp, record.offset))
-            return
+            return None
         if (record.key or b"").decode("utf-8", "replace") != decoded.customer_id:
             # Keyed otherwise: re-key by customer so the customer's partition owns it.
             worker.repartitioned += 1
             worker.metrics.record_repartitioned()
             await resend[tp.topic].send(key=decoded.customer_id.encode(), value=record.value)
             window[0].acks.append((tp, record.offset))
-            return
+            return None
         partition = tp.partition
         merge = merges.get(partition)
         if merge is None:
             merge = merges[partition] = PartitionMerge()
         held = Held(tp, record, decoded, source, arrival_s, received_in)
         merge.add(source, decoded.event_time.timestamp(), held)
-        await release(partition, merge)
+        return merge
 
     async def process(held: Held) -> None:
         record, decoded = held.record, held.decoded
@@ -319,7 +325,7 @@ def wire_agents(worker: Worker) -> None:
         for score in out.scores:
             current.scores[score.customer_id] = score
         await send_now(out, routed)
-        observe(worker, out, decoded.event_time.timestamp(), held.arrival_s)
+        observe(steps, out, decoded.event_time.timestamp(), held.arrival_s)
 
     async def score(tp: TP, records: Sequence[Any]) -> None:
         arrival_s = last_arrival[0] = time.monotonic()
@@ -335,11 +341,21 @@ def wire_agents(worker: Worker) -> None:
             unfinished[0] = hold(app.consumer)  # a rebalance or a stop waits for our acks
         source = source_index[tp.topic]
         now = datetime.now(UTC)
+        received_in = generation[0]
+        merge = None
         for record in records:
-            await receive(tp, record, source, now, arrival_s)
+            added = await receive(tp, record, source, now, arrival_s)
+            if generation[0] != received_in:
+                return  # revoked meanwhile: the rest comes again
+            merge = added or merge
+        if merge is not None:
+            # The whole list is in the merge before it releases anything: it then orders
+            # them with the partition's other topics in one pass.
+            await release(tp.partition, merge)
         await close_due_window()
         await drain_step(DRAIN_ITEMS_PER_RECORD * len(records))
         await outputs.flush_now()
+        worker.metrics.observe_steps(steps)
         settle_unfinished()
 
     def settle_unfinished() -> None:
@@ -387,8 +403,12 @@ def wire_agents(worker: Worker) -> None:
         while drain.pending and quiet():
             async with flushing:
                 await drain.advance(DRAIN_ITEMS_PER_CHECK, generation[0])
+            if drain.pending and not states_table.settled():
+                # only the acknowledgements are left, and they wait for the broker
+                await states_table.wait_settled()
             await asyncio.sleep(0)  # a record that arrives now is handled before the rest
         await outputs.flush_now()
+        worker.metrics.observe_steps(steps)
         settle_unfinished()
         old_generations.tick(time.monotonic() - last_arrival[0] >= GC_QUIET_S)
 

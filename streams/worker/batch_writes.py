@@ -270,7 +270,7 @@ def table_reader(table: Any, partition_of: Callable[[str], int]) -> Callable[[st
     input) in ~1.5 µs. A partition that is not open here falls back to ``Table.get``.
     """
     store = table.data
-    encode_key, decode_value = store._encode_key, store._decode_value
+    encode_key, _, decode_value = store_codec(store)
 
     def read(key: Any) -> Any:
         db = store._dbs.get(partition_of(key))
@@ -280,3 +280,42 @@ def table_reader(table: Any, partition_of: Callable[[str], int]) -> Callable[[st
         return None if raw is None else decode_value(raw)
 
     return read
+
+
+# What a customer state looks like to the codec check below (nested lists and dicts, floats
+# of every size, None, booleans, big ints, non-ASCII text).
+_PROBE_KEY = 'probe-é"ü'
+_PROBE_VALUE = {
+    "v": 4,
+    "values": ["c-1", 1.5, -0.0, 1e-300, 2**53 + 1, None, True, [0.1, {"é": 2.5}], "\u2603"],
+}
+
+
+def store_codec(
+    store: Any,
+) -> tuple[Callable[[Any], bytes], Callable[[Any], bytes], Callable[[bytes], Any]]:
+    """Return ``(encode key, encode value, decode value)`` of a Faust store's JSON schema.
+
+    Faust's own go through its serializer registry (~1 µs per key, 1.5 µs per value, 5 µs
+    per decode); with orjson installed they produce exactly what ``orjson.dumps`` does and
+    read what ``orjson.loads`` reads, which cost a fraction of that. orjson's are returned
+    only when a probe round-trips to the very same bytes and values through both; else
+    Faust's own.
+    """
+    encode_key, encode_value, decode_value = (
+        store._encode_key,
+        store._encode_value,
+        store._decode_value,
+    )
+    try:
+        import orjson
+    except ImportError:  # pragma: no cover - a dependency; kept for odd platforms
+        return encode_key, encode_value, decode_value
+    encoded = encode_value(_PROBE_VALUE)
+    if (
+        encode_key(_PROBE_KEY) == orjson.dumps(_PROBE_KEY)
+        and encoded == orjson.dumps(_PROBE_VALUE)
+        and decode_value(encoded) == orjson.loads(encoded) == _PROBE_VALUE
+    ):
+        return orjson.dumps, orjson.dumps, orjson.loads
+    return encode_key, encode_value, decode_value

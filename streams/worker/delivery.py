@@ -51,16 +51,19 @@ class Delivery:
 
     def risk_change(self, change: RiskChange) -> None:
         """Publish a risk change (never blocks: slow clients and endpoints are queued)."""
+        if self.sender is None:
+            # built and encoded only if an SSE client reads it
+            self.hub.publish_lazy("risk_change", change.to_band, None, change.to_record)
+            return
         record = change.to_record()
         self.hub.publish("risk_change", record)
-        if self.sender is not None:
-            self.sender.submit(
-                "risk_change",
-                record,
-                change.event_id,
-                event_time=change.as_of,
-                subject=change.customer_id,
-            )
+        self.sender.submit(
+            "risk_change",
+            record,
+            change.event_id,
+            event_time=change.as_of,
+            subject=change.customer_id,
+        )
 
     def intervention(self, item: Intervention, band: str | None) -> None:
         """Publish an intervention that may be delivered now."""

@@ -192,7 +192,7 @@ async def deliver(consumer: Any, fetched: Sequence[Fetched], generation: int) ->
     """
     handlers = batch_handlers(consumer.app)
     app = consumer.app
-    records_in: list[Callable[[TP, int, int], None]] | None = None
+    handled: list[tuple[BatchHandler, TP, list[Any]]] = []
     for tp, records in fetched:
         handler = handlers.get(tp.topic)
         if handler is None:
@@ -201,17 +201,26 @@ async def deliver(consumer: Any, fetched: Sequence[Fetched], generation: int) ->
             await consumer.wait_first(
                 _one_by_one(consumer.callback, messages), consumer.suspend_flow.wait()
             )
-            continue
-        # Sensors hear of a batch-handled partition's records once per fetch (Faust's
-        # per-message ``on_message_in`` is not called for them): ``on_records_in(tp, count,
-        # last offset)`` where a sensor has it (streams/worker/web.py: records consumed, lag).
-        if records_in is None:
-            records_in = [
-                sensor.on_records_in for sensor in app.sensors if hasattr(sensor, "on_records_in")
-            ]
+        else:
+            handled.append((handler, tp, records))
+    if not handled:
+        return
+    # Sensors hear of a batch-handled partition's records once per fetch (Faust's per-message
+    # ``on_message_in`` is not called for them): ``on_records_in(tp, count, last offset)``
+    # where a sensor has it (streams/worker/web.py: records consumed, lag).
+    records_in = [
+        sensor.on_records_in for sensor in app.sensors if hasattr(sensor, "on_records_in")
+    ]
+    for _, tp, records in handled:
         for hook in records_in:
             hook(tp, len(records), records[-1].offset)
-        for start in range(0, len(records), BATCH_MAX):
+    # Partitions take turns, a list each, as Faust's getmany takes records round-robin: the
+    # topics of one input partition then reach its event-time merge together, instead of a
+    # whole fetch of one topic waiting there for the others.
+    for start in range(0, max(len(records) for _, _, records in handled), BATCH_MAX):
+        for handler, tp, records in handled:
+            if start >= len(records):
+                continue
             if not consumer.flow_active or generation != app.consumer_generation_id:
                 return
             await app.producer.buffer.wait_until_ebb()

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from streams.core.records import ChurnScore
 from streams.core.scoring import StepOutput
+from streams.metrics import ObservedSteps
 from streams.worker.batch_writes import Pair, PartitionBatches
 from streams.worker.intervene import Routed
 from streams.worker.partitioning import partitioner
@@ -116,13 +117,16 @@ def band_of(worker: Worker) -> Callable[[str], str | None]:
     return band
 
 
-def observe(worker: Worker, out: StepOutput, event_s: float, arrival_s: float) -> None:
-    """Record the latency and band metrics of one step's outputs."""
-    now_s = time.time()
-    for score in out.scores:
-        latency_s = None if score.trigger == "timer" else now_s - event_s
-        worker.metrics.observe_score(score.band, latency_s)
-    for change in out.risk_changes:
-        worker.metrics.observe_risk_change(
-            change.from_band, change.to_band, time.monotonic() - arrival_s
-        )
+def observe(steps: ObservedSteps, out: StepOutput, event_s: float, arrival_s: float) -> None:
+    """Count the latency and band metrics of one step's outputs in ``steps``.
+
+    ``Metrics.observe_steps`` adds them to the Prometheus series, once per list of records.
+    """
+    if out.scores:
+        now_s = time.time()
+        for score in out.scores:
+            steps.score(score.band, None if score.trigger == "timer" else now_s - event_s)
+    if out.risk_changes:
+        arrived_s = time.monotonic() - arrival_s
+        for change in out.risk_changes:
+            steps.risk_change(change.from_band, change.to_band, arrived_s)

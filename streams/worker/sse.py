@@ -34,15 +34,26 @@ _KIND_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 _HEARTBEAT: Final[bytes] = b": keep-alive\n\n"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class AlertEvent:
-    """One published event, already encoded as an SSE frame."""
+    """One published event; its SSE frame is encoded when a client first needs it."""
 
     event_id: int
     kind: str
     band: str | None
     intervention_kind: str | None
-    frame: bytes
+    payload: Callable[[], Mapping[str, Any]] | Mapping[str, Any]
+    _frame: bytes | None = None
+
+    @property
+    def frame(self) -> bytes:
+        """Return the event as an SSE frame (``id``, ``event``, ``data`` lines)."""
+        if self._frame is None:
+            payload = self.payload() if callable(self.payload) else self.payload
+            data = json.dumps(payload, default=_json_default, separators=(",", ":"))
+            self._frame = f"id: {self.event_id}\nevent: {self.kind}\ndata: {data}\n\n".encode()
+            self.payload = {}  # encoded: what it referenced may go
+        return self._frame
 
 
 @dataclass(slots=True)
@@ -129,19 +140,31 @@ class AlertHub:
         ``kind`` is ``risk_change`` or ``intervention`` (any lower-case name is accepted);
         ``band`` defaults to the payload's ``to_band`` or ``band``.
         """
-        if not _KIND_NAME.match(kind):
-            raise ValueError(f"event kind must be a lower-case name, got {kind!r}")
-        event_id = self.next_id
-        self.next_id += 1
-        data = json.dumps(payload, default=_json_default, separators=(",", ":"))
-        frame = f"id: {event_id}\nevent: {kind}\ndata: {data}\n\n".encode()
         if band is None:
             found = payload.get("to_band", payload.get("band"))
             band = found if isinstance(found, str) else None
         sub_kind = payload.get("kind") if kind == "intervention" else None
-        event = AlertEvent(
-            event_id, kind, band, sub_kind if isinstance(sub_kind, str) else None, frame
+        return self.publish_lazy(
+            kind, band, sub_kind if isinstance(sub_kind, str) else None, payload
         )
+
+    def publish_lazy(
+        self,
+        kind: str,
+        band: str | None,
+        intervention_kind: str | None,
+        payload: Callable[[], Mapping[str, Any]] | Mapping[str, Any],
+    ) -> int:
+        """:meth:`publish` with the payload made (and encoded) only if a client reads it.
+
+        Most events are published with nobody listening: building and encoding each one
+        cost more than scoring the record that caused it.
+        """
+        if not _KIND_NAME.match(kind):
+            raise ValueError(f"event kind must be a lower-case name, got {kind!r}")
+        event_id = self.next_id
+        self.next_id += 1
+        event = AlertEvent(event_id, kind, band, intervention_kind, payload)
         self.ring.append(event)
         self.stats.published += 1
         for client in list(self.clients):

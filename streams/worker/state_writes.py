@@ -26,14 +26,14 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from faust.types import TP
 from rocksdict import WriteBatch
 
-from streams.worker.batch_writes import Pair, PartitionBatches
+from streams.worker.batch_writes import Pair, PartitionBatches, store_codec
 
 
 @dataclass(slots=True)
@@ -60,6 +60,7 @@ class DurableStates:
         self.queue: deque[_Chunk] = deque()
         self.written = 0
         self._settled_waiters: list[asyncio.Future[None]] = []
+        self._codec: tuple[Callable[[Any], bytes], Callable[[Any], bytes], Any] | None = None
         batches.on_delivery.append(self.advance)
 
     @property
@@ -81,8 +82,9 @@ class DurableStates:
             for key, value in items:
                 table[key] = value  # the caller runs in the partition's event context
             return len(items)
-        store = table.data
-        encode_key, encode_value = store._encode_key, store._encode_value
+        if self._codec is None:
+            self._codec = store_codec(table.data)
+        encode_key, encode_value, _ = self._codec
         pairs = [(encode_key(key), encode_value(value)) for key, value in items]
         self.queue.append(_Chunk(partition, pairs, self.batches.mark()))
         self.advance()

@@ -10,7 +10,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from streams import metrics as metrics_module
-from streams.metrics import Metrics
+from streams.metrics import Metrics, ObservedSteps
 from streams.model_health import ModelHealth, log_loss_of, roc_auc
 
 
@@ -235,3 +235,34 @@ def test_the_sensor_counts_records_a_batch_handler_takes_at_once() -> None:
     sensor.on_records_in(TP("t-orders", 2), 3, 1066)
     assert _sample(metrics, "churnstream_events_consumed_total", topic="t-orders") == 67.0
     assert sensor.read_offsets[("t-orders", 2)] == 1066, "the lag baseline"
+
+
+def test_counting_steps_at_once_gives_the_series_one_by_one_does() -> None:
+    rng = random.Random(5)
+    one_by_one = Metrics.create(CollectorRegistry())
+    at_once = Metrics.create(CollectorRegistry())
+    steps = ObservedSteps()
+    for _ in range(500):
+        band = rng.choice(["LOW", "HIGH", "CRITICAL"])
+        latency = rng.choice([None, -1.0, 0.0, rng.expovariate(20.0), 99.0, 1e9])
+        one_by_one.observe_score(band, latency)
+        steps.score(band, latency)
+        change = (rng.choice([None, "LOW"]), rng.choice(["MEDIUM", "HIGH"]), rng.random() / 50)
+        one_by_one.observe_risk_change(*change)
+        steps.risk_change(*change)
+    at_once.observe_steps(steps)
+    assert steps.scores_by_band == {}, "counted, then cleared"
+    assert steps.event_to_score_s == []
+
+    def series(metrics: Metrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        return {
+            (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(generate_latest(metrics.registry).decode())
+            for sample in family.samples
+            if not sample.name.endswith("_created")
+        }
+
+    got, want = series(at_once), series(one_by_one)
+    assert got.keys() == want.keys()
+    for key, value in want.items():
+        assert got[key] == pytest.approx(value, rel=1e-9, nan_ok=True), key

@@ -226,3 +226,23 @@ def test_publish_rejects_a_kind_that_would_break_the_frame() -> None:
     hub = AlertHub()
     with pytest.raises(ValueError, match="'risk\\\\nchange'"):
         hub.publish("risk\nchange", {})
+
+
+def test_a_lazy_event_is_built_only_when_read_and_reads_as_an_eager_one() -> None:
+    payload = {"customer_id": "c1", "to_band": "HIGH", "as_of": datetime(2024, 1, 1, tzinfo=UTC)}
+    built: list[int] = []
+
+    def make() -> dict[str, Any]:
+        built.append(1)
+        return payload
+
+    eager, lazy = AlertHub(first_id=1), AlertHub(first_id=1)
+    eager.publish("risk_change", payload)
+    lazy.publish_lazy("risk_change", "HIGH", None, make)
+    assert built == [], "nobody listens: nothing built"
+    _, from_lazy, _ = lazy.subscribe(last_event_id=0)
+    _, from_eager, _ = eager.subscribe(last_event_id=0)
+    assert [event.band for event in from_lazy] == ["HIGH"]
+    assert from_lazy[0].frame == from_eager[0].frame
+    assert from_lazy[0].frame == from_eager[0].frame
+    assert built == [1], "built once"

@@ -18,8 +18,10 @@ import pytest
 from faust.events import Event as FaustEvent
 from faust.streams import _current_event
 from faust.types import TP
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from streams.worker.batch_writes import Pair, table_reader
+from streams.worker.batch_writes import Pair, store_codec, table_reader
 from streams.worker.bulk_restore import bulk_restore_store_url
 from streams.worker.partitioning import partitioner
 from streams.worker.state_writes import DurableStates
@@ -207,3 +209,29 @@ def test_the_partition_reader_answers_as_table_get_does(table: Any) -> None:
         assert read(key) == table.get(key), key
     assert read("k7") == {"i": 7}
     assert read("never-seen") is None
+
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**63), max_value=2**63 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=12),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=6), children, max_size=4)
+    ),
+    max_leaves=12,
+)
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(key=st.text(max_size=20), value=json_values)
+def test_the_fast_codec_writes_and_reads_what_faust_does(table: Any, key: str, value: Any) -> None:
+    store = table.data
+    encode_key, encode_value, decode_value = store_codec(store)
+    assert encode_key(key) == store._encode_key(key)
+    encoded = encode_value(value)
+    assert encoded == store._encode_value(value)
+    assert decode_value(encoded) == store._decode_value(encoded)

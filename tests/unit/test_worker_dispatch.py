@@ -100,9 +100,9 @@ def test_handled_partitions_go_as_lists_and_ordinary_ones_as_messages() -> None:
     batch = [fetched("clicks", 0, [5, 6]), fetched("other", 0, [1, 2]), fetched("orders", 1, [9])]
     asyncio.run(deliver(consumer, batch, generation=1))
     assert consumer.log == [
-        ("list", ("clicks", [5, 6])),
-        ("one", ("other", 1)),
+        ("one", ("other", 1)),  # Faust's agents first, then the handler's lists
         ("one", ("other", 2)),
+        ("list", ("clicks", [5, 6])),
         ("list", ("orders", [9])),
     ]
     assert consumer.waits == 1, "one wait_first per partition's ordinary records, not per record"
@@ -294,3 +294,17 @@ def test_fetch_returns_nothing_while_the_flow_is_stopped() -> None:
     fetched, _ = asyncio.run(fetch(consumer, timeout=1.0))
     assert fetched == []
     assert seeks == [True], "seeks back to the committed offsets, as Faust's getmany does"
+
+
+def test_partitions_take_turns_a_list_each() -> None:
+    consumer = Consumer()
+    lists = with_handler(consumer, ["clicks", "orders"])
+    clicks, orders = range(BATCH_MAX * 2 + 1), range(1000, 1000 + BATCH_MAX + 5)
+    asyncio.run(deliver(consumer, [fetched("clicks", 0, clicks), fetched("orders", 0, orders)], 1))
+    assert [(tp.topic, len(offsets)) for tp, offsets in lists] == [
+        ("clicks", BATCH_MAX),
+        ("orders", BATCH_MAX),
+        ("clicks", BATCH_MAX),
+        ("orders", 5),
+        ("clicks", 1),
+    ]
