@@ -35,7 +35,7 @@ from streams.errors import DecodeError
 from streams.metrics import ObservedSteps
 from streams.settings import INPUT_TOPICS
 from streams.worker.deadletters import dead_letter_headers
-from streams.worker.dispatch import Unfinished, ack_offsets, add_batch_topic, hold
+from streams.worker.dispatch import Lists, Unfinished, ack_offsets, add_batch_topic, hold
 from streams.worker.dispatch import release as release_unfinished
 from streams.worker.draining import Closed, PartitionStates, WindowDrain
 from streams.worker.gc_policy import OldGenerations
@@ -327,33 +327,38 @@ def wire_agents(worker: Worker) -> None:
         await send_now(out, routed)
         observe(steps, out, decoded.event_time.timestamp(), held.arrival_s)
 
-    async def score(tp: TP, records: Sequence[Any]) -> None:
+    async def score(lists: Lists) -> None:
         arrival_s = last_arrival[0] = time.monotonic()
-        if tp not in owned:
-            # The assignment signal may come after the first records (Faust resumes the
-            # streams when recovery ends): ask the consumer before dropping records, unless
-            # the partition was revoked and not assigned again yet (during a rebalance the
-            # consumer still lists its old assignment).
-            if tp in revoked or tp not in app.consumer.assignment():
-                return
-            owned.add(tp)
-        if unfinished[0] is None:
-            unfinished[0] = hold(app.consumer)  # a rebalance or a stop waits for our acks
-        source = source_index[tp.topic]
         now = datetime.now(UTC)
         received_in = generation[0]
-        merge = None
-        for record in records:
-            added = await receive(tp, record, source, now, arrival_s)
-            if generation[0] != received_in:
-                return  # revoked meanwhile: the rest comes again
-            merge = added or merge
-        if merge is not None:
-            # The whole list is in the merge before it releases anything: it then orders
-            # them with the partition's other topics in one pass.
-            await release(tp.partition, merge)
+        count = 0
+        for tp, records in lists:
+            if tp not in owned:
+                # The assignment signal may come after the first records (Faust resumes
+                # the streams when recovery ends): ask the consumer before dropping records,
+                # unless the partition was revoked and not assigned again yet (during a
+                # rebalance the consumer still lists its old assignment).
+                if tp in revoked or tp not in app.consumer.assignment():
+                    continue
+                owned.add(tp)
+            if unfinished[0] is None:
+                unfinished[0] = hold(app.consumer)  # a rebalance or a stop waits for our acks
+            source = source_index[tp.topic]
+            merge = None
+            for record in records:
+                added = await receive(tp, record, source, now, arrival_s)
+                if generation[0] != received_in:
+                    return  # revoked meanwhile: the rest comes again
+                merge = added or merge
+            count += len(records)
+            if merge is not None:
+                # The whole list is in the merge before it releases anything: it then
+                # orders them with the partition's other topics in one pass.
+                await release(tp.partition, merge)
+                if generation[0] != received_in:
+                    return
         await close_due_window()
-        await drain_step(DRAIN_ITEMS_PER_RECORD * len(records))
+        await drain_step(DRAIN_ITEMS_PER_RECORD * count)
         await outputs.flush_now()
         worker.metrics.observe_steps(steps)
         settle_unfinished()

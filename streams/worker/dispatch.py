@@ -19,8 +19,9 @@ taking each fetch as lists per topic partition (:func:`fetch`) and delivering it
   queue);
 - records of a topic with a *batch handler* (:func:`add_batch_topic`) go to that handler as
   they came from aiokafka (``ConsumerRecord``: ``topic``, ``partition``, ``offset``, ``key``,
-  ``value``, ``headers``), in lists of up to :data:`BATCH_MAX` records of one partition, with
-  no message object, ``Event``, channel queue or stream in between. The handler
+  ``value``, ``headers``), a list per partition, the partitions taking turns, up to
+  :data:`BATCH_MAX` records per call, with no message object, ``Event``, channel queue or
+  stream in between. The handler
   acknowledges them by offset (:func:`ack_offsets`: Faust then commits only acknowledged
   offsets) and keeps an :class:`Unfinished` token in Faust's set of unacknowledged
   messages while it holds any, so a rebalance or a stopping worker waits for it as it does
@@ -45,7 +46,9 @@ BATCH_MAX = 64
 # Ordinary records delivered between two yields to the event loop (Faust's own value).
 YIELD_EVERY = 100
 
-BatchHandler = Callable[[TP, Sequence[Any]], Awaitable[None]]
+# Records of one or more topic partitions (each partition's in offset order), in one call.
+Lists = Sequence[tuple[TP, Sequence[Any]]]
+BatchHandler = Callable[[Lists], Awaitable[None]]
 
 
 def batch_handlers(app: Any) -> dict[str, BatchHandler]:
@@ -60,9 +63,10 @@ def batch_handlers(app: Any) -> dict[str, BatchHandler]:
 def add_batch_topic(app: Any, topic: Any, handler: BatchHandler) -> None:
     """Subscribe ``app`` to ``topic`` (a Faust topic) and hand its records to ``handler``.
 
-    ``handler(tp, records)`` gets aiokafka ``ConsumerRecord``s of one topic partition in
-    offset order. The app must be a :class:`~streams.worker.tuning.TunedApp` (whose consumer
-    runs :func:`drain_messages`); ``topic`` must not also be an agent's.
+    ``handler(lists)`` gets ``(tp, records)`` pairs: aiokafka ``ConsumerRecord``s of topic
+    partitions, each in offset order, at most :data:`BATCH_MAX` records in all. The app
+    must be a :class:`~streams.worker.tuning.TunedApp` (whose consumer runs
+    :func:`drain_messages`); ``topic`` must not also be an agent's.
     """
     handlers = batch_handlers(app)
     for name in topic.topics:
@@ -214,18 +218,45 @@ async def deliver(consumer: Any, fetched: Sequence[Fetched], generation: int) ->
     for _, tp, records in handled:
         for hook in records_in:
             hook(tp, len(records), records[-1].offset)
-    # Partitions take turns, a list each, as Faust's getmany takes records round-robin: the
-    # topics of one input partition then reach its event-time merge together, instead of a
-    # whole fetch of one topic waiting there for the others.
-    for start in range(0, max(len(records) for _, _, records in handled), BATCH_MAX):
-        for handler, tp, records in handled:
-            if start >= len(records):
-                continue
-            if not consumer.flow_active or generation != app.consumer_generation_id:
-                return
-            await app.producer.buffer.wait_until_ebb()
-            await handler(tp, records[start : start + BATCH_MAX])
-            await asyncio.sleep(0)
+    # Partitions take turns, a share of records each, as Faust's getmany takes records
+    # round-robin: the topics of one input partition then reach its event-time merge
+    # together. A call gets at most BATCH_MAX records: under a backlog that bounds how long
+    # it keeps timers and sends waiting; live, a whole fetch is often one call.
+    for handler in {id(handler): handler for handler, _, _ in handled}.values():
+        mine = [(tp, records) for owner, tp, records in handled if owner is handler]
+        share = max(1, BATCH_MAX // len(mine))
+        taken = [0] * len(mine)
+        call: list[tuple[TP, Sequence[Any]]] = []
+        size = 0
+        while True:
+            progressed = False
+            for index, (tp, records) in enumerate(mine):
+                start = taken[index]
+                if start >= len(records):
+                    continue
+                progressed = True
+                part = records[start : start + min(share, BATCH_MAX - size)]
+                taken[index] += len(part)
+                call.append((tp, part))
+                size += len(part)
+                if size >= BATCH_MAX:
+                    if not await _hand_over(consumer, handler, call, generation):
+                        return
+                    call, size = [], 0
+            if not progressed:
+                break
+        if call and not await _hand_over(consumer, handler, call, generation):
+            return
+
+
+async def _hand_over(consumer: Any, handler: BatchHandler, call: Lists, generation: int) -> bool:
+    app = consumer.app
+    if not consumer.flow_active or generation != app.consumer_generation_id:
+        return False
+    await app.producer.buffer.wait_until_ebb()
+    await handler(call)
+    await asyncio.sleep(0)
+    return True
 
 
 def commit_in_background(consumer: Any) -> asyncio.Future[Any] | None:

@@ -61,6 +61,7 @@ class Consumer:
         self.suspend_flow = asyncio.Event()
         self.log: list[tuple[str, Any]] = []
         self.waits = 0
+        self.calls: list[int] = []  # lists per handler call
 
     def _to_message(self, tp: TP, record: Record) -> tuple[str, int]:
         return (tp.topic, record.offset)
@@ -81,9 +82,12 @@ class Consumer:
 def with_handler(consumer: Consumer, topics: Sequence[str]) -> list[tuple[TP, list[int]]]:
     lists: list[tuple[TP, list[int]]] = []
 
-    async def handler(tp: TP, records: Sequence[Record]) -> None:
-        lists.append((tp, [record.offset for record in records]))
-        consumer.log.append(("list", (tp.topic, [record.offset for record in records])))
+    async def handler(call: Sequence[tuple[TP, Sequence[Record]]]) -> None:
+        assert sum(len(records) for _, records in call) <= BATCH_MAX
+        consumer.calls.append(len(call))
+        for tp, records in call:
+            lists.append((tp, [record.offset for record in records]))
+            consumer.log.append(("list", (tp.topic, [record.offset for record in records])))
 
     for topic in topics:
         batch_handlers(consumer.app)[topic] = handler
@@ -110,7 +114,7 @@ def test_handled_partitions_go_as_lists_and_ordinary_ones_as_messages() -> None:
     assert sensor.heard == [(TP("clicks", 0), 2, 6), (TP("orders", 1), 1, 9)], "metrics and lag"
 
 
-def test_lists_are_at_most_batch_max_long() -> None:
+def test_a_call_holds_at_most_batch_max_records() -> None:
     consumer = Consumer()
     lists = with_handler(consumer, ["clicks"])
     count = BATCH_MAX * 2 + 3
@@ -296,15 +300,24 @@ def test_fetch_returns_nothing_while_the_flow_is_stopped() -> None:
     assert seeks == [True], "seeks back to the committed offsets, as Faust's getmany does"
 
 
-def test_partitions_take_turns_a_list_each() -> None:
+def test_partitions_take_turns_and_a_small_fetch_is_one_call() -> None:
     consumer = Consumer()
     lists = with_handler(consumer, ["clicks", "orders"])
-    clicks, orders = range(BATCH_MAX * 2 + 1), range(1000, 1000 + BATCH_MAX + 5)
+    share = BATCH_MAX // 2
+    clicks, orders = range(share * 3 + 1), range(1000, 1000 + share + 5)
     asyncio.run(deliver(consumer, [fetched("clicks", 0, clicks), fetched("orders", 0, orders)], 1))
-    assert [(tp.topic, len(offsets)) for tp, offsets in lists] == [
-        ("clicks", BATCH_MAX),
-        ("orders", BATCH_MAX),
-        ("clicks", BATCH_MAX),
+    assert [(tp.topic, len(offsets)) for tp, offsets in lists][:4] == [
+        ("clicks", share),
+        ("orders", share),  # the first call: both topics, a share each
+        ("clicks", share),
         ("orders", 5),
-        ("clicks", 1),
     ]
+    assert [offset for tp, offsets in lists if tp.topic == "orders" for offset in offsets] == list(
+        orders
+    )
+    assert [offset for tp, offsets in lists if tp.topic == "clicks" for offset in offsets] == list(
+        clicks
+    )
+    consumer.calls.clear()
+    asyncio.run(deliver(consumer, [fetched("clicks", 1, [1, 2]), fetched("orders", 2, [7])], 1))
+    assert consumer.calls == [2], "live: a whole small fetch in one call"
