@@ -1,16 +1,21 @@
-"""Latency at half load: input record sent -> the risk change it caused, as a consumer sees it.
+"""Latency at half load: input record's arrival at Kafka -> the risk change it caused, as read.
 
 While a caught-up worker runs, :func:`half_load` sends pre-encoded input records at a fixed
-rate (a token bucket, half of the worker's measured capacity) and reads ``risk-changes`` in
-the same event loop. A risk change caused by an event carries that event's customer and
-event time (``as_of``; ``trigger`` is the event type), which identifies the input record:
+rate (half of the worker's measured capacity) and reads ``risk-changes`` in the same event
+loop. A risk change caused by an event carries that event's customer and event time
+(``as_of``; ``trigger`` is the event type), which identifies the input record:
 
     latency = (wall time the bench's consumer received the risk change)
-            - (wall time just before the bench's producer was handed the input record)
+            - (the input record's arrival: the broker's append time, LogAppendTime)
 
-So it includes the producer's send, the broker, the worker's fetch, decode, state, score,
-policy and send, the broker again and the consumer's fetch: the delay a downstream
-consumer of ``risk-changes`` sees. Records sent in the first ``warmup_s`` are left out.
+So it includes the broker, the worker's fetch, decode, state, score, policy and send, the
+broker again and the consumer's fetch: what the pipeline adds from the moment a record
+arrived, as a downstream consumer of ``risk-changes`` sees it. For the run the input topics
+stamp records with the broker's append time (``message.timestamp.type=LogAppendTime``, set
+back afterwards), which the producer gets in each acknowledgement. The latency from the
+moment the bench handed the record to its producer is reported beside it (``from_send``):
+the producer lingers up to 5 ms to batch records, as Kafka's own producer does by default.
+Records sent in the first ``warmup_s`` are left out.
 """
 
 from __future__ import annotations
@@ -18,13 +23,15 @@ from __future__ import annotations
 import asyncio
 import gc
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from benchkit import percentile
 from inputs import Record, partition_of
+from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
 
 from streams.io.avro import default_codec
 from streams.settings import Settings
@@ -32,6 +39,13 @@ from streams.settings import Settings
 EVENT_TRIGGERS = frozenset({"click", "order", "profile"})
 # The sender's shortest sleep: records falling due meanwhile are sent together after it.
 SEND_TICK_S = 0.001
+# The bench producer batches like Kafka's own producer (linger.ms=5 since Kafka 4.0): one
+# produce request per record or per 1 ms tick cost the broker, on the cores the worker
+# uses, more CPU than the records.
+PRODUCER_LINGER_MS = 5
+TIMESTAMP_TYPE = "message.timestamp.type"
+
+Key = tuple[str, int]  # (customer id, event time in ms): identifies an input record
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,40 +65,98 @@ class LatencyResult:
     p50_ms_by_5s: list[float | None]
     samples_by_5s: list[int]
     # The two legs of each latency, split at the risk change's record timestamp (the wall
-    # time the worker appended it to a produce batch): "in" is the bench's send, the broker,
-    # the worker's fetch and work; "out" the worker's produce request, the broker and the
-    # bench consumer's fetch. Each as (p50, p99).
+    # time the worker appended it to a produce batch): "in" is the broker and the worker's
+    # fetch and work; "out" the worker's produce request, the broker and the bench
+    # consumer's fetch. Each as (p50, p99).
     in_leg_ms: tuple[float | None, float | None]
     out_leg_ms: tuple[float | None, float | None]
+    # (p50, p99) from the moment the bench handed each record to its producer.
+    from_send_ms: tuple[float | None, float | None]
+
+
+@dataclass(slots=True)
+class _Received:
+    """Risk changes read, by the input record that caused them (the first of each)."""
+
+    at: dict[Key, tuple[float, float]]  # key -> (received wall time, record timestamp)
+    unmatched: int = 0
 
 
 async def _consume(
     consumer: AIOKafkaConsumer,
-    sent_at: dict[tuple[str, int], float],
-    latencies_ms: list[tuple[float, float]],
-    legs_ms: list[tuple[float, float]],
+    sent_at: dict[Key, float],
+    received: _Received,
     stop: asyncio.Event,
-    warmup_until: float,
-) -> int:
+) -> None:
     codec = default_codec()
-    unmatched = 0
     while not stop.is_set():
         batches = await consumer.getmany(timeout_ms=50)
-        received = time.time()
+        now = time.time()
         for records in batches.values():
             for record in records:
                 _, change = codec.decode(record.value, expected="risk_change")
                 if change["trigger"] not in EVENT_TRIGGERS:
                     continue
-                as_of_ms = int(change["as_of"].timestamp() * 1000)
-                sent = sent_at.get((change["customer_id"], as_of_ms))
-                if sent is None:
-                    unmatched += 1
-                elif sent >= warmup_until:
-                    latencies_ms.append((sent, (received - sent) * 1000.0))
-                    appended = record.timestamp / 1000.0
-                    legs_ms.append(((appended - sent) * 1000.0, (received - appended) * 1000.0))
-    return unmatched
+                key = (change["customer_id"], int(change["as_of"].timestamp() * 1000))
+                if key not in sent_at:
+                    received.unmatched += 1
+                elif key not in received.at:
+                    received.at[key] = (now, record.timestamp / 1000.0)
+
+
+@contextmanager
+def arrival_timestamps(settings: Settings, topics: Sequence[str]) -> Iterator[None]:
+    """Make ``topics`` stamp records with the broker's append time for the duration."""
+    admin = KafkaAdminClient(bootstrap_servers=settings.broker)
+
+    def set_type(value: str) -> None:
+        admin.alter_configs(
+            [
+                ConfigResource(ConfigResourceType.TOPIC, name, configs={TIMESTAMP_TYPE: value})
+                for name in topics
+            ]
+        )
+
+    try:
+        set_type("LogAppendTime")
+        yield
+    finally:
+        try:
+            set_type("CreateTime")
+        finally:
+            admin.close()
+
+
+async def _send(
+    producer: AIOKafkaProducer,
+    settings: Settings,
+    records: Sequence[Record],
+    rate: float,
+    partitions: int,
+    sent_at: dict[Key, float],
+    started: float,
+) -> tuple[float, list[Any]]:
+    topics = {name: settings.topic(name) for name in {record.topic for record in records}}
+    pending: list[Any] = []
+    index = 0
+    while index < len(records):
+        # Every record due by now is handed to the producer, then the loop sleeps at least
+        # a tick: a sleep per record (0.2 ms apart at 4,500/s) cost the bench more CPU than
+        # the sends, on the cores the worker and the broker use.
+        due = min(len(records), int((time.time() - started) * rate) + 1)
+        for record in records[index:due]:
+            sent_at[(record.customer_id, record.event_time_ms)] = time.time()
+            pending.append(
+                await producer.send(
+                    topics[record.topic],
+                    key=record.key,
+                    value=record.value,
+                    partition=partition_of(record.key, partitions),
+                )
+            )
+        index = max(index, due)
+        await asyncio.sleep(max(SEND_TICK_S, started + index / rate - time.time()))
+    return time.time() - started, pending
 
 
 async def _run(
@@ -101,12 +173,13 @@ async def _run(
     consumer = AIOKafkaConsumer(
         bootstrap_servers=settings.broker, enable_auto_commit=False, fetch_max_wait_ms=10
     )
-    producer = AIOKafkaProducer(bootstrap_servers=settings.broker, acks="all", linger_ms=0)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.broker, acks="all", linger_ms=PRODUCER_LINGER_MS
+    )
     await consumer.start()
     await producer.start()
-    sent_at: dict[tuple[str, int], float] = {}
-    latencies_ms: list[tuple[float, float]] = []
-    legs_ms: list[tuple[float, float]] = []
+    sent_at: dict[Key, float] = {}
+    received = _Received({})
     stop = asyncio.Event()
     try:
         found = await producer.partitions_for(topic)  # also fetches the topic's metadata
@@ -118,61 +191,72 @@ async def _run(
         for tp in assigned:  # resolve the end offsets now, before anything is sent
             await consumer.position(tp)
         started = time.time()
-        reader = asyncio.ensure_future(
-            _consume(consumer, sent_at, latencies_ms, legs_ms, stop, started + warmup_s)
+        reader = asyncio.ensure_future(_consume(consumer, sent_at, received, stop))
+        duration_s, pending = await _send(
+            producer, settings, records, rate, partitions, sent_at, started
         )
-        topics = {name: settings.topic(name) for name in {record.topic for record in records}}
-        pending: list[Any] = []
-        index = 0
-        while index < len(records):
-            # Every record due by now is handed to the producer, then the loop sleeps at
-            # least a tick: a sleep per record (0.2 ms apart at 4,500/s) cost the bench more
-            # CPU than the sends, on the cores the worker and the broker use.
-            due = min(len(records), int((time.time() - started) * rate) + 1)
-            for record in records[index:due]:
-                sent_at[(record.customer_id, record.event_time_ms)] = time.time()
-                pending.append(
-                    await producer.send(
-                        topics[record.topic],
-                        key=record.key,
-                        value=record.value,
-                        partition=partition_of(record.key, partitions),
-                    )
-                )
-            index = max(index, due)
-            await asyncio.sleep(max(SEND_TICK_S, started + index / rate - time.time()))
-        duration_s = time.time() - started
-        await asyncio.gather(*pending)
+        acknowledged = await asyncio.gather(*pending)
         await asyncio.sleep(drain_s)
         stop.set()
-        unmatched = await reader
+        await reader
     except BaseException:
         stop.set()
         raise
     finally:
         await producer.stop()
         await consumer.stop()
-    values = [latency for _, latency in latencies_ms]
+    if any(meta.timestamp_type != 1 for meta in acknowledged):
+        msg = "the input topics did not stamp the broker's append time (LogAppendTime)"
+        raise RuntimeError(msg)
+    keys = [(record.customer_id, record.event_time_ms) for record in records]
+    arrived = {key: meta.timestamp / 1000.0 for key, meta in zip(keys, acknowledged, strict=True)}
+    return _result(rate, len(records), duration_s, started + warmup_s, sent_at, arrived, received)
+
+
+def _result(
+    rate: float,
+    sent: int,
+    duration_s: float,
+    warmup_until: float,
+    sent_at: dict[Key, float],
+    arrived: dict[Key, float],
+    received: _Received,
+) -> LatencyResult:
+    samples: list[tuple[float, float]] = []  # (sent, ms from arrival)
+    from_send: list[float] = []
+    legs_in: list[float] = []
+    legs_out: list[float] = []
+    for key, (got, appended) in received.at.items():
+        sent_s = sent_at[key]
+        if sent_s < warmup_until:
+            continue
+        samples.append((sent_s, (got - arrived[key]) * 1000.0))
+        from_send.append((got - sent_s) * 1000.0)
+        legs_in.append((appended - arrived[key]) * 1000.0)
+        legs_out.append((got - appended) * 1000.0)
+    values = [ms for _, ms in samples]
     slices: list[float | None] = []
     counts: list[int] = []
+    started = min(sent_at.values(), default=0.0)
     for start in range(0, int(duration_s) + 1, 5):
         begin = started + start
-        in_slice = [ms for sent, ms in latencies_ms if begin <= sent < begin + 5]
+        in_slice = [ms for sent_s, ms in samples if begin <= sent_s < begin + 5]
         slices.append(None if not in_slice else round(percentile(in_slice, 0.5) or 0.0, 1))
         counts.append(len(in_slice))
     return LatencyResult(
         rate_per_s=rate,
-        sent=len(records),
+        sent=sent,
         duration_s=duration_s,
         samples=len(values),
         p50_ms=percentile(values, 0.50),
         p99_ms=percentile(values, 0.99),
         max_ms=max(values, default=None),
-        unmatched_risk_changes=unmatched,
+        unmatched_risk_changes=received.unmatched,
         p50_ms_by_5s=slices,
         samples_by_5s=counts,
-        in_leg_ms=_p50_p99([leg for leg, _ in legs_ms]),
-        out_leg_ms=_p50_p99([leg for _, leg in legs_ms]),
+        in_leg_ms=_p50_p99(legs_in),
+        out_leg_ms=_p50_p99(legs_out),
+        from_send_ms=_p50_p99(from_send),
     )
 
 
@@ -194,11 +278,13 @@ def half_load(
     whole input (millions of objects), and one full collection of it stops the sender and
     the reader for hundreds of milliseconds, which would be counted as the worker's latency.
     """
+    inputs = sorted({settings.topic(record.topic) for record in records})
     gc.collect()
     gc.freeze()
     gc.disable()
     try:
-        return asyncio.run(_run(settings, records, rate, partitions, warmup_s, drain_s))
+        with arrival_timestamps(settings, inputs):
+            return asyncio.run(_run(settings, records, rate, partitions, warmup_s, drain_s))
     finally:
         gc.enable()
         gc.unfreeze()

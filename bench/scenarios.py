@@ -349,6 +349,7 @@ class Run:
             "unmatched_risk_changes": result.unmatched_risk_changes,
             "p50_ms_by_5s_of_sending": result.p50_ms_by_5s,
             "worker_cpu_share_while_sending": round(cpu_share, 2),
+            "from_send_ms_p50_p99": [_round(value) for value in result.from_send_ms],
             "in_leg_ms_p50_p99": [_round(value) for value in result.in_leg_ms],
             "out_leg_ms_p50_p99": [_round(value) for value in result.out_leg_ms],
             "worker": "(d)" if prefix == "in-" else "fresh, empty state",
@@ -356,7 +357,8 @@ class Run:
         self.log(
             f"half load: p50 {_round(result.p50_ms)} ms, p99 {_round(result.p99_ms)} ms; "
             f"p50 per 5 s of sending: {result.p50_ms_by_5s}; worker CPU {cpu_share:.0%} of a core; "
-            f"legs p50/p99: in {_legs(result.in_leg_ms)}, out {_legs(result.out_leg_ms)} ms"
+            f"legs p50/p99: in {_legs(result.in_leg_ms)}, out {_legs(result.out_leg_ms)} ms; "
+            f"from the bench's send call {_legs(result.from_send_ms)} ms"
         )
 
     def restore(self) -> None:
