@@ -222,19 +222,20 @@ def _result(
     arrived: dict[Key, float],
     received: _Received,
 ) -> LatencyResult:
-    samples: list[tuple[float, float]] = []  # (sent, ms from arrival)
+    samples: list[tuple[float, float]] = []  # (sent, ms from arrival), warm-up included
+    values: list[float] = []
     from_send: list[float] = []
     legs_in: list[float] = []
     legs_out: list[float] = []
     for key, (got, appended) in received.at.items():
         sent_s = sent_at[key]
+        samples.append((sent_s, (got - arrived[key]) * 1000.0))
         if sent_s < warmup_until:
             continue
-        samples.append((sent_s, (got - arrived[key]) * 1000.0))
+        values.append(samples[-1][1])
         from_send.append((got - sent_s) * 1000.0)
         legs_in.append((appended - arrived[key]) * 1000.0)
         legs_out.append((got - appended) * 1000.0)
-    values = [ms for _, ms in samples]
     slices: list[float | None] = []
     counts: list[int] = []
     started = min(sent_at.values(), default=0.0)

@@ -54,7 +54,7 @@ class Plan:
     partitions: int = 4
     # Sent at the same rate before the measured part (left out): the broker's JVM is still
     # compiling the paths a live trickle of records takes when (d)'s backlog ends.
-    half_load_warmup_s: float = 10.0
+    half_load_warmup_s: float = 30.0
 
 
 def plan_of(args: argparse.Namespace) -> Plan:
