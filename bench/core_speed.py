@@ -4,13 +4,13 @@ Usage: ``python bench/core_speed.py [--customers N] [--events N] [--model prior|
 [--window N] [--profile] [--save PATH] [--compare PATH]``
 
 Builds the input the way ``make bench`` does (the project's simulator, Avro-encoded with the
-project's codec; cached under ``bench/out/cache``), then replays the scoring agent's loop of
-``streams/worker/agents.py`` over it, timing each stage per record: decode, the shell's step
-(``process_event`` and the timers it makes due), the records sent at once (risk changes,
-training examples, interventions), the intervention routing, the Prometheus observations,
-and per window of ``--window`` records the coalesced state writes (``to_dict`` and the
-table's JSON) and the encoded latest score per customer. The store is a plain dict of JSON
-values written with Faust's own ``json`` codec (orjson when it is installed), as the
+project's codec; cached under ``bench/out/cache``), then replays the scoring agent's loop
+(``streams/worker/agents.py``, ``windows.py``) over it, timing each stage per record: decode,
+the shell's step (``process_event`` and the timers it makes due), the records sent at once
+(risk changes, training examples, interventions), the intervention routing, the Prometheus
+observations, and per window of ``--window`` records the coalesced state writes (``to_dict``
+and the table's JSON) and the encoded latest score per customer. The store is a plain dict of
+JSON values written with Faust's own ``json`` codec (orjson when it is installed), as the
 worker's table serializes them.
 
 Every output (encoded bytes and stored JSON) goes into a digest printed with the timings:

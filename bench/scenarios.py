@@ -11,8 +11,6 @@ import functools
 import importlib.util
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,21 +30,19 @@ from inputs import (
     Record,
     encode_records,
     half_load_events,
-    partition_of,
     produce_records,
 )
 from latency import half_load
 from profiling import Profiler
-from restore import restored_customer_ids, write_changelog
+from restart_and_scale import STARTUP_TIMEOUT_S, restore, scale_out
 from worker_runs import (
     BenchWorker,
-    committed_total,
-    compare_states,
     read_customers,
+    settle,
+    wait_scored,
     watch_throughput,
 )
 
-from streams.core.events import Event, ProfileEvent
 from streams.io.kafka_clients import create_topics
 from streams.io.kafka_local import BrokerInfo
 from streams.settings import INPUT_TOPICS, Settings
@@ -55,7 +51,6 @@ if TYPE_CHECKING:
     from run import Plan
 
 LOG_EVERY_S = 10.0
-STARTUP_TIMEOUT_S = 120.0
 
 
 class Run:
@@ -114,7 +109,7 @@ class Run:
             self.errors[key] = f"{type(exc).__name__}: {text[:400]}"
             self.log(f"{key} failed: {self.errors[key]}")
 
-    def _progress_logger(self, name: str, expected: int) -> Callable[[int], None]:
+    def progress_logger(self, name: str, expected: int) -> Callable[[int], None]:
         def tick(count: int) -> None:
             now = time.monotonic()
             if now - self._logged_at >= LOG_EVERY_S:
@@ -138,8 +133,8 @@ class Run:
                 self.step(key, functools.partial(self.standalone_retried, key, script, extra))
         for key, action in (
             ("full", self.full_worker),
-            ("restore", self.restore),
-            ("scale_out", self.scale_out),
+            ("restore", functools.partial(restore, self)),
+            ("scale_out", functools.partial(scale_out, self)),
         ):
             if only is None or key in only:
                 self.step(key, action)
@@ -235,7 +230,7 @@ class Run:
             if window_opened is not None and now - window_opened >= cap_s:
                 break
             if body is not None:
-                self._progress_logger(key, body["expected"])(int(body["count"]))
+                self.progress_logger(key, body["expected"])(int(body["count"]))
             time.sleep(0.2)
         return peak_rss_mb(child.pid), cpu_seconds(self.broker.pid) - broker_cpu_first
 
@@ -277,7 +272,7 @@ class Run:
         profiler = (
             Profiler(self.children, self.out_dir, self.work_dir) if self.args.profile else None
         )
-        log_tick = self._progress_logger("full", expected)
+        log_tick = self.progress_logger("full", expected)
 
         def tick(count: int) -> None:
             log_tick(count)
@@ -360,173 +355,6 @@ class Run:
             f"legs p50/p99: in {_legs(result.in_leg_ms)}, out {_legs(result.out_leg_ms)} ms; "
             f"from the bench's send call {_legs(result.from_send_ms)} ms"
         )
-
-    def restore(self) -> None:
-        """Restore N customers' state into a fresh worker; time its first event after that."""
-        assert self.input is not None
-        customers = self.plan.restore_customers
-        if "worker_start_to_ready_s_empty" not in self.extra:  # (d) did not run: time a start
-            create_topics(self.settings("em-"), self.plan.partitions)
-            empty = BenchWorker.start(
-                self.children, "empty", self.bootstrap, "em-", self.work_dir / "empty"
-            )
-            try:
-                ready_s = empty.wait_ready(STARTUP_TIMEOUT_S)
-                self.extra["worker_start_to_ready_s_empty"] = round(ready_s, 2)
-            finally:
-                empty.stop()
-        settings = self.settings("rs-")
-        create_topics(settings, self.plan.partitions)
-        write_s, value_bytes = write_changelog(
-            settings, customers, self.plan.partitions, self.input.end_time
-        )
-        self.log(
-            f"restore: wrote {customers:,} states ({value_bytes:.0f} B each) in {write_s:.1f}s"
-        )
-        worker = BenchWorker.start(
-            self.children, "restore", self.bootstrap, "rs-", self.work_dir / "restore"
-        )
-        try:
-            ready_s = worker.wait_ready(max(30.0, min(120.0, self.remaining_s() - 80.0)))
-            answers = [
-                worker.get(f"/v1/customers/{cid}/score")[0]
-                for cid in restored_customer_ids(customers)
-            ]
-            if any(status != 200 for status in answers):
-                msg = f"the restored worker does not know restored customers: {answers}"
-                raise RuntimeError(msg)
-            self.record_restore(customers, ready_s, value_bytes)
-            # The first event on a partition after a restart rebuilds that partition's timer
-            # index from the table: time it on one partition.
-            primer = encode_records(primer_events(1, self.input.end_time))
-            started = time.monotonic()
-            produce_records(settings, primer, self.plan.partitions)
-            wait_scored(worker, 1, max(20.0, min(60.0, self.remaining_s() - 80.0)))
-            first_s = time.monotonic() - started
-            self.extra["restore"]["first_event_after_ready_s"] = round(first_s, 2)
-            self.log(f"restore: the first event after ready was scored after {first_s:.1f}s")
-        finally:
-            worker.stop()
-
-    def record_restore(self, customers: int, ready_s: float, value_bytes: float) -> None:
-        """Record the restore time, extrapolated linearly to a million customers."""
-        empty_s = float(self.extra.get("worker_start_to_ready_s_empty", 0.0))
-        per_million = empty_s + max(0.0, ready_s - empty_s) * 1e6 / customers
-        self.extra["restore_s_per_million_customers"] = round(per_million, 1)
-        self.extra["restore"] = {
-            "customers": customers,
-            "start_to_ready_s": round(ready_s, 2),
-            "start_to_ready_s_empty_state": empty_s,
-            "state_value_bytes": round(value_bytes, 1),
-            "extrapolated_to_1m": customers != 1_000_000,
-        }
-        if customers != 1_000_000:
-            self.extra["note_restore"] = (
-                f"restore measured for {customers:,} customers ({ready_s:.1f}s start to ready, "
-                f"{empty_s:.1f}s of it a start with empty state) and extrapolated linearly to 1M"
-            )
-        self.log(f"restore: ready after {ready_s:.1f}s; {per_million:.1f}s per 1M customers")
-
-    def scale_out(self) -> None:
-        """Two workers, four partitions, the same records: throughput and correctness.
-
-        Both workers join and settle their assignment before the records are produced, so
-        the window measures two workers, not one alone and then a rebalance.
-        """
-        assert self.input is not None
-        assert self.broker is not None
-        records = [*self.input.records, *self.half_records]
-        settings = self.settings("so-")
-        create_topics(settings, self.plan.partitions)
-        workers = [
-            BenchWorker.start(
-                self.children, f"scale-{n}", self.bootstrap, "so-", self.work_dir / f"so{n}"
-            )
-            for n in (1, 2)
-        ]
-        for worker in workers:
-            worker.wait_ready(STARTUP_TIMEOUT_S)
-        produce_records(settings, records, self.plan.partitions)
-        # Left for after the cap: stopping both workers (15 s at worst, in parallel), reading
-        # two changelogs and stopping the broker.
-        cap_s = max(20.0, self.remaining_s() - 45.0)
-        self.log(f"scale-out: 2 workers ready; {len(records):,} records, cap {cap_s:.0f}s")
-        tick = self._progress_logger("scale-out", len(records))
-        result = watch_throughput("scale_out", workers, len(records), cap_s, self.broker.pid, tick)
-        self.measured["scale_out"] = result
-        per_worker = [worker.events_scored() for worker in workers]
-        if result.complete:
-            for worker in workers:
-                settle(worker)
-        with ThreadPoolExecutor(max_workers=len(workers)) as pool:
-            self.extra["scale_out_stop_s"] = list(pool.map(BenchWorker.stop, workers))
-        committed = committed_total(settings, "so-churnstream")
-        check: dict[str, Any] = {
-            "records": len(records),
-            "events_per_worker": per_worker,
-            "both_workers_scored": all(count > 0 for count in per_worker),
-            "every_record_scored_once": sum(per_worker) == len(records)
-            if result.complete
-            else None,
-            # Informational: a graceful stop should leave every scored record committed.
-            "committed_after_stop": committed,
-        }
-        if result.complete and self.full_states is not None:
-            compared = compare_states(self.full_states, read_customers(settings))
-            check["states_vs_single_worker"] = compared
-            same: bool | None = (
-                compared["order_free_equal"] == compared["customers"]
-                and compared["missing"] == 0
-                and compared["unexpected"] == 0
-            )
-        else:
-            same = None
-            check["states_vs_single_worker"] = "not compared: (d) or scale-out did not finish"
-        basic = bool(check["both_workers_scored"] and check["every_record_scored_once"])
-        check["correct"] = bool(basic and same) if same is not None else None
-        self.extra["scale_out"] = check
-        self.extra["scale_out_correct"] = check["correct"]
-        self.log(f"scale-out: {result.events_per_s:,.0f} events/s; checks {check}")
-
-
-def primer_events(partitions: int, after: datetime) -> list[Event]:
-    """Return one profile event of a new customer for each of ``partitions``."""
-    events: list[Event] = []
-    covered: set[int] = set()
-    number = 0
-    while len(covered) < partitions:
-        customer_id = f"primer-{number}"
-        partition = partition_of(customer_id.encode(), partitions)
-        if partition not in covered:
-            covered.add(partition)
-            at = after + timedelta(seconds=1)
-            events.append(ProfileEvent(customer_id=customer_id, event_time=at, chat_opt_in=True))
-        number += 1
-    return events
-
-
-def settle(worker: BenchWorker, idle_share: float = 0.15, timeout_s: float = 20.0) -> float:
-    """Return once ``worker`` idles (scored events may still have outputs in flight).
-
-    Idle: under ``idle_share`` of a core over half a second. Returns the seconds waited.
-    """
-    started = time.monotonic()
-    while time.monotonic() - started < timeout_s:
-        before = cpu_seconds(worker.child.pid)
-        time.sleep(0.5)
-        if cpu_seconds(worker.child.pid) - before < idle_share * 0.5:
-            break
-    return time.monotonic() - started
-
-
-def wait_scored(worker: BenchWorker, count: int, timeout_s: float) -> None:
-    """Return once ``worker`` scored ``count`` events; raise after ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    while worker.events_scored() < count:
-        worker.check_alive()
-        if time.monotonic() >= deadline:
-            raise RuntimeError(f"{worker.name} did not score {count} events in {timeout_s:.0f}s")
-        time.sleep(0.1)
 
 
 def _legs(p50_p99: tuple[float | None, float | None]) -> str:

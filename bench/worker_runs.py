@@ -290,3 +290,27 @@ def committed_total(settings: Settings, group: str) -> int:
         admin.close()
     inputs = {settings.topic(name) for name in INPUT_TOPICS}
     return sum(max(0, meta.offset) for tp, meta in offsets.items() if tp.topic in inputs)
+
+
+def settle(worker: BenchWorker, idle_share: float = 0.15, timeout_s: float = 20.0) -> float:
+    """Return once ``worker`` idles (scored events may still have outputs in flight).
+
+    Idle: under ``idle_share`` of a core over half a second. Returns the seconds waited.
+    """
+    started = time.monotonic()
+    while time.monotonic() - started < timeout_s:
+        before = cpu_seconds(worker.child.pid)
+        time.sleep(0.5)
+        if cpu_seconds(worker.child.pid) - before < idle_share * 0.5:
+            break
+    return time.monotonic() - started
+
+
+def wait_scored(worker: BenchWorker, count: int, timeout_s: float) -> None:
+    """Return once ``worker`` scored ``count`` events; raise after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while worker.events_scored() < count:
+        worker.check_alive()
+        if time.monotonic() >= deadline:
+            raise RuntimeError(f"{worker.name} did not score {count} events in {timeout_s:.0f}s")
+        time.sleep(0.1)
