@@ -1,0 +1,1 @@
+"""The synthetic shop: generated customers and events with known ground truth."""
