@@ -1,1 +1,0 @@
-"""The synthetic shop: generated customers and events with known ground truth."""

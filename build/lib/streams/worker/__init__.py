@@ -1,1 +1,0 @@
-"""The Faust shell around the pure core: app, agents, model feed, web views."""
