@@ -159,7 +159,12 @@ class InterventionShell:
                 routed.expired += len(expired)
             decisions: list[Intervention] = []
             for change in changes:
-                contacts, made = route(state, contacts, change, now_s, self.config)
+                # At the risk change's own time, not the state's clock after the step: a
+                # timer's risk change is routed in the step of the customer's next event when
+                # that event made it due, and alone when the watermark did (which of the two
+                # depends on other customers' records, and differs after a restart).
+                change_s = to_s(change.as_of)
+                contacts, made = route(state, contacts, change, change_s, self.config)
                 decisions.extend(made)
             if route_event and customer_id == event.customer_id:
                 contacts, made = route(state, contacts, event, now_s, self.config)

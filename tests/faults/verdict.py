@@ -125,6 +125,8 @@ class OutputCheck:
     conflicting: dict[str, list[str]]
     lost: dict[str, list[str]]
     extra: dict[str, list[str]]
+    # topic -> the first conflicting id's contents: what the run holds and what it should
+    conflict_example: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def total_raw_duplicates(self) -> int:
@@ -177,6 +179,7 @@ def compare_outputs(expected: Outputs, actual: Outputs) -> OutputCheck:
     conflicting: dict[str, list[str]] = {}
     lost: dict[str, list[str]] = {}
     extra: dict[str, list[str]] = {}
+    examples: dict[str, dict[str, Any]] = {}
     for topic in OUTPUT_IDS:
         want = expected.unique(topic)
         got = actual.unique(topic)
@@ -190,7 +193,11 @@ def compare_outputs(expected: Outputs, actual: Outputs) -> OutputCheck:
         )
         lost[topic] = [] if topic in COALESCED_TOPICS else sorted(set(want) - set(got))
         extra[topic] = sorted(set(got) - set(want))
-    return OutputCheck(raw, unique, duplicates, conflicting, lost, extra)
+        if conflicting[topic]:
+            first = conflicting[topic][0]
+            expected_contents = sorted(want[first]) if first in want else None
+            examples[topic] = {"id": first, "got": sorted(got[first]), "want": expected_contents}
+    return OutputCheck(raw, unique, duplicates, conflicting, lost, extra, examples)
 
 
 def latest_score_mismatches(actual: Outputs, reference: Outputs) -> list[str]:
@@ -379,6 +386,8 @@ class RunCheck:
             for topic, ids in by_topic.items():
                 if ids:
                     examples[f"{name}:{topic}"] = ids[:3]
+        for topic, example in self.outputs.conflict_example.items():
+            examples[f"conflicting contents:{topic}"] = example
         if self.states.different:
             examples["state"] = dict(list(self.states.different.items())[:3])
         body = json.dumps({"summary": self.summary(), "examples": examples}, default=str)
