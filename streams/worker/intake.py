@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
@@ -87,9 +87,9 @@ class Intake:
         """Whether some record waits in a merge."""
         return any(merge.held for merge in self.merges.values())
 
-    def waiting(self) -> Iterator[tuple[int, PartitionMerge[Held]]]:
-        """The partitions with records waiting, and their merges."""
-        return iter([(partition, merge) for partition, merge in self.merges.items() if merge.held])
+    def waiting(self) -> list[tuple[int, PartitionMerge[Held]]]:
+        """Return the partitions with records waiting, and their merges."""
+        return [(partition, merge) for partition, merge in self.merges.items() if merge.held]
 
     async def receive(
         self, tp: TP, record: Any, source: int, now: datetime, arrival_s: float

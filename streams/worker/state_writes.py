@@ -58,7 +58,6 @@ class DurableStates:
         self.table = table
         self.batches = batches
         self.queue: deque[_Chunk] = deque()
-        self.written = 0
         self._settled_waiters: list[asyncio.Future[None]] = []
         self._codec: tuple[Callable[[Any], bytes], Callable[[Any], bytes], Any] | None = None
         batches.on_delivery.append(self.advance)
@@ -148,7 +147,6 @@ class DurableStates:
         db.write(batch)
         if chunk.last_offset >= 0:
             store.set_persisted_offset(TP(changelog, chunk.partition), chunk.last_offset)
-        self.written += len(chunk.pairs)
 
     def _wake(self) -> None:
         waiters, self._settled_waiters = self._settled_waiters, []
