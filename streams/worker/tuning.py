@@ -18,6 +18,8 @@ What faust-streaming 0.15 does by default, and what this module changes:
   task and four futures per record); :class:`TunedApp`'s consumer delivers each fetched
   batch at once and can hand a topic's records to a batch handler as lists
   (``streams/worker/dispatch.py``).
+- Its consumer records a commit that failed because of a rebalance as done, which can leave
+  the group's committed offset behind for good (``streams/worker/commits.py``).
 - ``uvloop`` replaces asyncio's event loop (see :func:`use_uvloop`).
 - CPython's cyclic garbage collector: see ``streams/worker/gc_policy.py``.
 """
@@ -33,6 +35,7 @@ from faust.sensors.monitor import Monitor
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
 from streams.worker.batch_writes import flush_hooks
+from streams.worker.commits import commit_offsets
 from streams.worker.dispatch import drain_messages
 
 log = logging.getLogger(__name__)
@@ -96,6 +99,12 @@ class _Consumer(faust_aiokafka.Consumer):
 
     async def _drain_messages(self, fetcher: Any) -> None:
         await drain_messages(self, fetcher)
+
+    async def _commit_offsets(self, offsets: Any, start_new_transaction: bool = True) -> bool:
+        if self.in_transaction:
+            done: bool = await super()._commit_offsets(offsets, start_new_transaction)
+            return done
+        return await commit_offsets(self, offsets)
 
 
 class _Producer(faust_aiokafka.Producer):
