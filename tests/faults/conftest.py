@@ -103,7 +103,7 @@ def baseline(
     worker = WorkerProcess(settings, data_dir, **PINNED, **FAST_REJOIN)
     try:
         worker.start().wait_ready()
-        wait_caught_up(settings)
+        wait_caught_up(settings, worker=worker)
     finally:
         worker.stop()
     return Baseline(settings, read_outputs(settings), changelog_states(settings), data_dir)

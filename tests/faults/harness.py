@@ -21,7 +21,7 @@ from streams.core.events import Event
 from streams.io.avro import default_codec
 from streams.io.kafka_clients import client_config, producer
 from streams.settings import INPUT_TOPICS, Settings
-from tests.support.processes import WorkerProcess, consumer_caught_up, wait_for
+from tests.support.processes import WorkerProcess, commit_gaps, consumer_caught_up, wait_for
 
 PINNED: dict[str, str] = {"CHURNSTREAM_TRAIN": "false"}
 
@@ -126,14 +126,26 @@ def group_of(settings: Settings) -> str:
     return f"{settings.topic_prefix}churnstream"
 
 
-def wait_caught_up(settings: Settings, timeout_s: float = 120.0) -> None:
-    """Wait until the worker group has committed every input record produced so far."""
-    wait_for(
-        lambda: consumer_caught_up(settings, group_of(settings)),
-        timeout_s,
-        "the worker to commit every input record",
-        poll_s=0.5,
-    )
+def wait_caught_up(
+    settings: Settings, timeout_s: float = 120.0, worker: WorkerProcess | None = None
+) -> None:
+    """Wait until the worker group has committed every input record produced so far.
+
+    On a timeout the error names each lagging partition (committed, end) and, given the
+    ``worker``, ends with its log's tail.
+    """
+    try:
+        wait_for(
+            lambda: consumer_caught_up(settings, group_of(settings)),
+            timeout_s,
+            "the worker to commit every input record",
+            poll_s=0.5,
+        )
+    except AssertionError as exc:
+        gaps = commit_gaps(settings, group_of(settings))
+        tail = "" if worker is None else f"\nworker log:\n{worker.log_tail(80)}"
+        msg = f"{exc}; (committed, end) where behind: {gaps}{tail}"
+        raise AssertionError(msg) from None
 
 
 def wait_progress(

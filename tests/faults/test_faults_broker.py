@@ -59,7 +59,7 @@ def test_the_worker_recovers_by_itself_when_the_broker_dies_mid_stream(
     down_s = time.monotonic() - down_at
     assert restarted.port == info.port, "the broker must come back where clients knew it"
     feeder.join(timeout_s=180)
-    wait_caught_up(settings, timeout_s=180)
+    wait_caught_up(settings, timeout_s=180, worker=worker)
     recovered_s = time.monotonic() - down_at
     assert worker.process is not None
     assert worker.process.poll() is None, f"the worker died:\n{worker.log_tail()}"

@@ -74,7 +74,7 @@ def test_kill_9_the_worker_repeatedly_while_the_stream_flows(
     try:
         kill_and_restart(worker, probe, KILLS, random.Random(7), log, feeder)
         feeder.join()
-        wait_caught_up(settings)
+        wait_caught_up(settings, worker=worker)
     finally:
         probe.close()
     worker.stop()
@@ -118,7 +118,7 @@ def test_a_crash_between_sending_outputs_and_committing_offsets_leaves_only_dupl
     worker = workers(settings)
     worker.start().wait_ready()
     produce_all(settings, known.events[:half])
-    wait_caught_up(settings)
+    wait_caught_up(settings, worker=worker)
     probe = EndOffsets(settings, OUTPUT_IDS)
     in_window = 0
     try:
@@ -130,9 +130,9 @@ def test_a_crash_between_sending_outputs_and_committing_offsets_leaves_only_dupl
             if not consumer_caught_up(settings, group_of(settings)):
                 in_window += 1
             worker.start().wait_ready()
-            wait_caught_up(settings)
+            wait_caught_up(settings, worker=worker)
         produce_all(settings, chunks[-1])
-        wait_caught_up(settings)
+        wait_caught_up(settings, worker=worker)
     finally:
         probe.close()
     worker.stop()

@@ -42,7 +42,7 @@ def test_a_backlog_of_the_sample_stream_ends_in_the_state_replay_computes(
     produce_all(settings, events)
     worker = workers(settings)
     worker.start().wait_ready()
-    wait_caught_up(settings)
+    wait_caught_up(settings, worker=worker)
     worker.stop()
     check = compare_states(changelog_states(settings), replay_states(events), as_of_after(events))
     report("R2-mixed-topics", {"events": len(events), **check.summary()})

@@ -143,6 +143,11 @@ class WorkerProcess:
 
 def consumer_caught_up(settings: Settings, group: str) -> bool:
     """Return whether ``group`` has committed every input record produced so far."""
+    return not commit_gaps(settings, group)
+
+
+def commit_gaps(settings: Settings, group: str) -> dict[str, tuple[int | None, int]]:
+    """Return ``{"topic[p]": (committed, end)}`` for every input partition ``group`` lags on."""
     config = client_config(settings)
     admin = KafkaAdminClient(**config)
     consumer = KafkaConsumer(**config)
@@ -154,13 +159,14 @@ def consumer_caught_up(settings: Settings, group: str) -> bool:
             partitions = consumer.partitions_for_topic(topic) or set()
             tps = [TopicPartition(topic, p) for p in partitions]
             ends.update(consumer.end_offsets(tps))
+        gaps: dict[str, tuple[int | None, int]] = {}
         for tp, end in ends.items():
             if end == 0:
                 continue
             meta = committed.get(tp)
             if meta is None or meta.offset < end:
-                return False
-        return True
+                gaps[f"{tp.topic}[{tp.partition}]"] = (None if meta is None else meta.offset, end)
+        return gaps
     finally:
         consumer.close()
         admin.close()
