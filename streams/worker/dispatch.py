@@ -171,11 +171,18 @@ async def fetch(consumer: Any, timeout: float) -> tuple[list[Fetched], int]:
             continue
         kept = []
         gaps = acks_enabled_for(tp.topic)
+        # Offsets this generation already handed to a batch handler are no gap: they are
+        # acknowledged when handled. (After a rebalance Faust resumes fetching before it
+        # seeks back to the committed offsets; a fetch from before the seek then arrives
+        # after it, far past the read offset the seek set.)
+        done = handed_up_to(consumer, tp, generation)
         for record in tp_records:
             offset = record.offset
             if r_offset is None or offset >= r_offset:
-                if r_offset and offset - r_offset > 1 and gaps:
-                    await consumer._add_gap(tp, r_offset + 1, offset)
+                start = max(r_offset + 1, done + 1) if r_offset else offset
+                if start < offset and gaps:
+                    # the offsets between are no records (compacted, control records)
+                    await consumer._add_gap(tp, start, offset - 1)
                 r_offset = offset
                 kept.append(record)
         read_offset[tp] = r_offset
@@ -254,9 +261,25 @@ async def _hand_over(consumer: Any, handler: BatchHandler, call: Lists, generati
     if not consumer.flow_active or generation != app.consumer_generation_id:
         return False
     await app.producer.buffer.wait_until_ebb()
+    handed = _handed(consumer)
+    for tp, records in call:
+        handed[tp] = (generation, max(handed_up_to(consumer, tp, generation), records[-1].offset))
     await handler(call)
     await asyncio.sleep(0)
     return True
+
+
+def _handed(consumer: Any) -> dict[TP, tuple[int, int]]:
+    handed: dict[TP, tuple[int, int]] | None = getattr(consumer, "_churnstream_handed", None)
+    if handed is None:
+        handed = consumer._churnstream_handed = {}
+    return handed
+
+
+def handed_up_to(consumer: Any, tp: TP, generation: int) -> int:
+    """Return the highest offset of ``tp`` handed to a batch handler in ``generation`` (-1)."""
+    found = _handed(consumer).get(tp)
+    return found[1] if found is not None and found[0] == generation else -1
 
 
 def commit_in_background(consumer: Any) -> asyncio.Future[Any] | None:

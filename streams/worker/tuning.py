@@ -18,8 +18,9 @@ What faust-streaming 0.15 does by default, and what this module changes:
   task and four futures per record); :class:`TunedApp`'s consumer delivers each fetched
   batch at once and can hand a topic's records to a batch handler as lists
   (``streams/worker/dispatch.py``).
-- Its consumer records a commit that failed because of a rebalance as done, which can leave
-  the group's committed offset behind for good (``streams/worker/commits.py``).
+- Its consumer's commit bookkeeping can leave the group's committed offset behind for
+  minutes or for good after a rebalance; :class:`TunedApp`'s consumer uses
+  ``streams/worker/commits.py`` instead.
 - ``uvloop`` replaces asyncio's event loop (see :func:`use_uvloop`).
 - CPython's cyclic garbage collector: see ``streams/worker/gc_policy.py``.
 """
@@ -35,7 +36,7 @@ from faust.sensors.monitor import Monitor
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
 from streams.worker.batch_writes import flush_hooks
-from streams.worker.commits import commit_offsets
+from streams.worker.commits import StalledCommits, commit_offsets, new_offset
 from streams.worker.dispatch import drain_messages
 
 log = logging.getLogger(__name__)
@@ -99,6 +100,15 @@ class _Consumer(faust_aiokafka.Consumer):
 
     async def _drain_messages(self, fetcher: Any) -> None:
         await drain_messages(self, fetcher)
+
+    _stalled: StalledCommits | None = None
+
+    def _new_offset(self, tp: Any) -> int | None:
+        offset = new_offset(self, tp)
+        if self._stalled is None:
+            self._stalled = StalledCommits()
+        self._stalled.observe(tp, offset, self._acked.get(tp) or (), self._committed_offset[tp])
+        return offset
 
     async def _commit_offsets(self, offsets: Any, start_new_transaction: bool = True) -> bool:
         if self.in_transaction:

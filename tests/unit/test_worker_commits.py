@@ -14,9 +14,10 @@ from typing import Any
 
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
+from intervaltree import IntervalTree
 
 from streams.worker import tuning
-from streams.worker.commits import commit_offsets
+from streams.worker.commits import StalledCommits, commit_offsets, new_offset
 from streams.worker.dispatch import ack_offsets
 
 TP0 = TP("in-clickstream", 0)
@@ -115,3 +116,55 @@ def test_a_commit_failing_after_the_rebalance_leaves_redelivered_records_acknowl
 
 def test_the_worker_consumer_commits_through_it() -> None:
     assert tuning._Consumer._commit_offsets is not faust_aiokafka.Consumer._commit_offsets
+
+
+def test_a_partition_held_back_by_a_gap_is_reported_after_a_while(caplog: Any) -> None:
+    clock = [0.0]
+    stalled = StalledCommits(after_s=30.0, warn_every_s=30.0, now=lambda: clock[0])
+    stalled.observe(TP0, None, [205, 206], 200)  # 200..204 never acknowledged
+    clock[0] = 29.0
+    stalled.observe(TP0, None, [205, 206, 207], 200)
+    assert stalled.warnings == 0
+    clock[0] = 31.0
+    with caplog.at_level(logging.WARNING, logger="streams.worker.commits"):
+        stalled.observe(TP0, None, [205, 206, 207], 200)
+    assert stalled.warnings == 1
+    assert "in-clickstream/0 are acknowledged from 205 on (3 of them)" in caplog.text
+    assert "committed offset is 200" in caplog.text
+    clock[0] = 40.0
+    stalled.observe(TP0, None, [205], 200)
+    assert stalled.warnings == 1  # at most every 30 s
+    stalled.observe(TP0, 210, [205], 200)  # committable again: the clock starts over
+    clock[0] = 65.0
+    stalled.observe(TP0, None, [215], 210)
+    stalled.observe(TP1, None, [], None)  # nothing acknowledged: nothing held back
+    assert stalled.warnings == 1
+
+
+def test_offsets_both_acknowledged_and_in_a_gap_are_committed_at_once() -> None:
+    consumer = Consumer(_takes)
+    consumer._gap = defaultdict(IntervalTree)
+    consumer._committed_offset[TP0] = 414
+    # 414..600 handled and acknowledged; a gap (a fetch from before a seek) also covers
+    # 415..600: Faust's _new_offset returned 416, 417, ... one per commit.
+    ack_offsets(consumer, TP0, range(414, 601))
+    consumer._gap[TP0].addi(415, 601)
+    assert new_offset(consumer, TP0) == 601
+    assert consumer._acked[TP0] == []
+    assert not consumer._acked_index[TP0]
+    assert not consumer._gap[TP0]
+
+
+def test_a_gap_counts_as_acknowledged_and_a_missing_offset_holds_the_rest_back() -> None:
+    consumer = Consumer(_takes)
+    consumer._gap = defaultdict(IntervalTree)
+    consumer._committed_offset[TP0] = 100
+    ack_offsets(consumer, TP0, [100, 101, 105, 106, 109])
+    consumer._gap[TP0].addi(102, 105)  # 102..104 are no records
+    assert new_offset(consumer, TP0) == 107  # 107 and 108 are neither
+    assert consumer._acked[TP0] == [109]
+    consumer._committed_offset[TP0] = 107
+    assert new_offset(consumer, TP0) is None  # 109 is more than one past 107: wait
+    ack_offsets(consumer, TP0, [107, 108])
+    assert new_offset(consumer, TP0) == 110
+    assert new_offset(consumer, TP1) is None

@@ -279,10 +279,50 @@ def test_fetch_keeps_faust_read_offsets_gaps_and_active_partitions() -> None:
         (clicks0, [5, 6, 7]),
         (clicks1, [4, 8, 9]),
     ]
-    assert consumer.gaps == [(clicks1, 5, 8)]
+    assert consumer.gaps == [(clicks1, 5, 7)]  # 5, 6 and 7 are no records
     assert consumer._read_offset[clicks0] == 7
     assert consumer._read_offset[clicks1] == 9
     assert set(consumer.end_offsets) == {clicks0, clicks1}
+
+
+def test_a_fetch_from_before_a_seek_adds_no_gap_over_records_handled_since_the_rebalance() -> None:
+    # After a rebalance Faust resumes fetching before it seeks back to the committed offset
+    # (414): the handler gets 414..600 from the old position, the seek sets the read offset
+    # to 414, then a fetch made before the seek brings 601..610. Offsets 415..600 are being
+    # handled (and will be acknowledged): a gap over them made Faust's commits crawl.
+    clicks = TP("clicks", 1)
+    consumer = Fetching({clicks: [Record("clicks", 1, offset) for offset in range(414, 601)]})
+    consumer.app.sensors = []
+    consumer.app.producer = type("P", (), {"buffer": ProducerBuffer()})()
+    handled: list[int] = []
+
+    async def handler(call: Sequence[tuple[TP, Sequence[Record]]]) -> None:
+        handled.extend(record.offset for _, records in call for record in records)
+
+    batch_handlers(consumer.app)["clicks"] = handler
+
+    async def scenario() -> None:
+        fetched, generation = await fetch(consumer, timeout=1.0)
+        await deliver(consumer, fetched, generation)
+        consumer._read_offset[clicks] = 414  # the seek
+        consumer.records = {clicks: [Record("clicks", 1, offset) for offset in range(601, 611)]}
+        fetched, generation = await fetch(consumer, timeout=1.0)
+        await deliver(consumer, fetched, generation)
+
+    asyncio.run(scenario())
+    assert handled == list(range(414, 611))
+    assert consumer.gaps == []
+    # a jump past what was handled is still a gap
+    consumer._read_offset[clicks] = 414
+    consumer.records = {clicks: [Record("clicks", 1, 620)]}
+    asyncio.run(fetch(consumer, timeout=1.0))
+    assert consumer.gaps == [(clicks, 611, 619)]
+    # and after the next rebalance what was handled before counts for nothing
+    consumer.app.consumer_generation_id = 8
+    consumer._read_offset[clicks] = 414
+    consumer.records = {clicks: [Record("clicks", 1, 500)]}
+    asyncio.run(fetch(consumer, timeout=1.0))
+    assert consumer.gaps[-1] == (clicks, 415, 499)
 
 
 def test_fetch_returns_nothing_while_the_flow_is_stopped() -> None:
