@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import functools
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,6 +39,13 @@ def flush_hooks(app: Any) -> list[FlushHook]:
 def add_flush_hook(app: Any, hook: FlushHook) -> None:
     """Make ``app``'s producer await ``hook()`` before it flushes (TunedApp's producer)."""
     flush_hooks(app).append(hook)
+
+
+def urgent_producer(producer: Any) -> Any:
+    """Return the aiokafka producer for records a person waits for: the second producer of
+    ``producer`` (a TunedApp's, streams/worker/tuning.py) or, without one, its own."""
+    urgent = getattr(producer, "_urgent", None)
+    return urgent if urgent is not None else producer._ensure_producer()
 
 
 @dataclass(slots=True)
@@ -101,8 +108,10 @@ class PartitionBatches:
     record never waits for its outputs to be handed over.
     """
 
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: Any, urgent_topics: Collection[str] = ()) -> None:
         self.app = app
+        # topics sent on the app's second producer (streams/worker/tuning.py), if it has one
+        self.urgent_topics = frozenset(urgent_topics)
         self.records = 0
         self.batches = 0
         self._lanes: dict[tuple[str, int], _Lane] = {}
@@ -140,7 +149,7 @@ class PartitionBatches:
         """:meth:`send` outside a transaction, without waiting for anything."""
         if not records:
             return
-        producer = self.app.producer._ensure_producer()  # faust's aiokafka Producer
+        producer = self._producer_for(topic)
         lane = self._lanes.get((topic, partition))
         if lane is None:
             lane = self._lanes[(topic, partition)] = _Lane()
@@ -164,7 +173,12 @@ class PartitionBatches:
         if lane.pump is None or lane.pump.done():
             if lane.pump is not None:
                 lane.pump.result()  # raise what a previous hand-over raised
-            lane.pump = asyncio.ensure_future(self._pump(producer, lane, topic, partition))
+            lane.pump = asyncio.ensure_future(self._pump(lane, topic, partition))
+
+    def _producer_for(self, topic: str) -> Any:
+        if topic in self.urgent_topics:
+            return urgent_producer(self.app.producer)
+        return self.app.producer._ensure_producer()  # faust's aiokafka Producer
 
     def mark(self) -> dict[tuple[str, int], int]:
         """Return where every partition's batches stand now: :meth:`delivered` takes it."""
@@ -215,7 +229,7 @@ class PartitionBatches:
         """Wait until every batch queued is in the producer's accumulator (tests, shutdown)."""
         await self.handed_over()
 
-    async def _pump(self, producer: Any, lane: _Lane, topic: str, partition: int) -> None:
+    async def _pump(self, lane: _Lane, topic: str, partition: int) -> None:
         waiting = lane.waiting
         try:
             while waiting:
@@ -223,6 +237,7 @@ class PartitionBatches:
                 # A closed batch leaves at once: aiokafka lingers (producer_linger) only while
                 # a batch may still grow, and records that come meanwhile join the next one.
                 built.batch.close()
+                producer = self._producer_for(topic)  # the second one is gone once stopped
                 future = await producer.send_batch(built.batch, topic, partition=partition)
                 lane.handed_one()
                 future.add_done_callback(functools.partial(self._delivered, lane, built))

@@ -31,7 +31,8 @@ class Outputs:
         self.worker = worker
         self.codec = worker.codec
         self.names = {name: worker.settings.topic(name) for name in OUTPUT_NAMES}
-        self.batches = PartitionBatches(worker.app)
+        urgent = (self.names["risk-changes"], self.names["interventions"])
+        self.batches = PartitionBatches(worker.app, urgent_topics=urgent)
         self._partitioners: dict[int, Callable[[str], int]] = {}
         self._now: list[tuple[str, str, bytes]] = []  # (topic, key, value) to send now
 

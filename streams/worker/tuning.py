@@ -118,6 +118,30 @@ class _Consumer(faust_aiokafka.Consumer):
 
 
 class _Producer(faust_aiokafka.Producer):
+    """Faust's producer, plus a second aiokafka producer for records a person waits for.
+
+    aiokafka keeps one produce request in flight per broker connection: a risk change
+    queued behind a request carrying a window's states and scores waits for that request's
+    answer. The second producer (same settings, its own connection) carries only the topics
+    ``PartitionBatches`` is told are urgent (risk changes and interventions;
+    ``streams/worker/batch_writes.py``).
+    """
+
+    _urgent: Any = None
+
+    async def on_start(self) -> None:
+        await super().on_start()
+        if not self.app.in_transaction:
+            urgent = self._new_producer()
+            await urgent.start()
+            self._urgent = urgent
+
+    async def on_stop(self) -> None:
+        urgent, self._urgent = self._urgent, None
+        if urgent is not None:
+            await urgent.stop()  # sends what it holds first
+        await super().on_stop()
+
     async def flush(self) -> None:
         # What the app sends beside Faust's producer API (streams/worker/batch_writes.py)
         # must be in aiokafka's accumulator before aiokafka's flush looks at it: Faust
@@ -125,6 +149,8 @@ class _Producer(faust_aiokafka.Producer):
         for hook in list(flush_hooks(self.app)):
             await hook()
         await super().flush()
+        if self._urgent is not None:
+            await self._urgent.flush()
 
 
 class _Transport(faust_aiokafka.Transport):

@@ -159,3 +159,32 @@ def test_marks_tell_when_everything_sent_before_them_is_acknowledged() -> None:
 
     asyncio.run(scenario())
     assert heard[:2] == ["delivered", "delivered"]
+
+
+def test_urgent_topics_go_on_the_second_producer_and_marks_cover_both() -> None:
+    main, urgent = FakeProducer(room=2), FakeProducer(room=2)
+    app = fake_app(main)
+    app.producer._urgent = urgent
+    batches = PartitionBatches(app, urgent_topics=["risk-changes"])
+
+    async def scenario() -> None:
+        batches.enqueue("risk-changes", 0, [record(0)])
+        batches.enqueue("changelog", 0, [record(1)])
+        mark = batches.mark()
+        while batches.delivered_count("changelog", 0) < 1:
+            main.gate.set()
+            await asyncio.sleep(0)
+        assert not batches.delivered(mark), "the risk change is not acknowledged yet"
+        while not batches.delivered(mark):
+            urgent.gate.set()
+            await asyncio.sleep(0)
+        # stopped at shutdown: what is still queued goes on the app's own producer
+        app.producer._urgent = None
+        batches.enqueue("risk-changes", 0, [record(2)])
+        while batches.delivered_count("risk-changes", 0) < 2:
+            main.gate.set()
+            await asyncio.sleep(0)
+
+    asyncio.run(scenario())
+    assert urgent.sent == [[record(0)]]
+    assert main.sent == [[record(1)], [record(2)]]
