@@ -47,17 +47,16 @@ def new_offset(consumer: Any, tp: TP) -> int | None:
     acked: list[int] = consumer._acked[tp]
     if not acked:
         return None
-    max_offset = max(acked)
+    offsets = set(acked)
+    max_offset = max(offsets)
     gaps = consumer._gap[tp]
     if gaps:
-        covered = sorted(gaps.overlap(0, max_offset), key=lambda interval: interval.begin)
+        covered = gaps.overlap(0, max_offset)
         if covered:
-            filled = [
-                offset for interval in covered for offset in range(interval.begin, interval.end)
-            ]
-            acked.extend(filled)
-            gaps.chop(0, max(filled[-1], max_offset + 1))
-    unique = sorted(set(acked))
+            for interval in covered:
+                offsets.update(range(interval.begin, interval.end))
+            gaps.chop(0, max(max(interval.end for interval in covered) - 1, max_offset + 1))
+    unique = sorted(offsets)
     committed = consumer._committed_offset[tp]
     if committed and unique[0] - committed > 1:
         acked[:] = unique

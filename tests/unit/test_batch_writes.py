@@ -7,6 +7,7 @@ real-broker path is covered by the worker pipeline, fault and scale-out tests).
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -40,6 +41,12 @@ class FakeProducer:
         self.gate = asyncio.Event()
         self.next_offset = 0
         self.fail: Exception | None = None
+
+    async def let_through(self, until: Callable[[], bool]) -> None:
+        """Open the gate for one batch at a time until ``until()``."""
+        while not until():
+            self.gate.set()
+            await asyncio.sleep(0)
 
     def create_batch(self) -> FakeBuilder:
         return FakeBuilder(self.room)
@@ -81,9 +88,7 @@ def test_records_sent_while_a_batch_waits_join_the_next_batch_in_order() -> None
         await batches.send("t", 0, [record(2)], offsets.append)
         await batches.send("t", 0, [record(3), record(4), record(5)], offsets.append)
         settled = asyncio.ensure_future(batches.settled())
-        while not settled.done():
-            producer.gate.set()
-            await asyncio.sleep(0)
+        await producer.let_through(settled.done)
         await asyncio.sleep(0)
 
     asyncio.run(scenario())
@@ -148,13 +153,9 @@ def test_marks_tell_when_everything_sent_before_them_is_acknowledged() -> None:
         assert mark == {("t", 0): 2}
         assert not batches.delivered(mark)
         batches.enqueue("t", 0, [record(3)])  # joins the second batch, still waiting
-        while batches.delivered_count("t", 0) < 1:
-            producer.gate.set()
-            await asyncio.sleep(0)
+        await producer.let_through(lambda: batches.delivered_count("t", 0) >= 1)
         assert not batches.delivered(mark), "one of the two batches is acknowledged"
-        while not batches.delivered(mark):
-            producer.gate.set()
-            await asyncio.sleep(0)
+        await producer.let_through(lambda: batches.delivered(mark))
         assert batches.created("t", 0) == 2
 
     asyncio.run(scenario())
@@ -171,19 +172,13 @@ def test_urgent_topics_go_on_the_second_producer_and_marks_cover_both() -> None:
         batches.enqueue("risk-changes", 0, [record(0)])
         batches.enqueue("changelog", 0, [record(1)])
         mark = batches.mark()
-        while batches.delivered_count("changelog", 0) < 1:
-            main.gate.set()
-            await asyncio.sleep(0)
+        await main.let_through(lambda: batches.delivered_count("changelog", 0) >= 1)
         assert not batches.delivered(mark), "the risk change is not acknowledged yet"
-        while not batches.delivered(mark):
-            urgent.gate.set()
-            await asyncio.sleep(0)
+        await urgent.let_through(lambda: batches.delivered(mark))
         # stopped at shutdown: what is still queued goes on the app's own producer
         app.producer._urgent = None
         batches.enqueue("risk-changes", 0, [record(2)])
-        while batches.delivered_count("risk-changes", 0) < 2:
-            main.gate.set()
-            await asyncio.sleep(0)
+        await main.let_through(lambda: batches.delivered_count("risk-changes", 0) >= 2)
 
     asyncio.run(scenario())
     assert urgent.sent == [[record(0)]]
