@@ -157,6 +157,7 @@ def wire_agents(worker: Worker) -> None:
         await writer.close_due()
         await writer.step(DRAIN_ITEMS_PER_RECORD * count)
         await outputs.flush_now()
+        await outputs.batches.push_urgent()  # before the next list is handled
         worker.metrics.observe_steps(steps)
         settle_unfinished()
 
@@ -184,6 +185,7 @@ def wire_agents(worker: Worker) -> None:
         await writer.step(DRAIN_ITEMS_PER_CHECK)
         await writer.write_while(quiet, DRAIN_ITEMS_PER_CHECK)
         await outputs.flush_now()
+        await outputs.batches.push_urgent()
         worker.metrics.observe_steps(steps)
         settle_unfinished()
         old_generations.tick(time.monotonic() - last_arrival[0] >= GC_QUIET_S)

@@ -24,6 +24,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 Pair = tuple[bytes, bytes]
+# Event-loop turns :meth:`PartitionBatches.push_urgent` gives urgent records at most. A batch
+# takes ~3 turns from ``enqueue`` to a produce request's write (the partition's hand-over
+# task, aiokafka's sender, its request task); more while the previous request's answer is
+# still to be read. Mostly 3 were needed at 5,000 records/s, rarely more than 14.
+URGENT_TURNS = 16
 FlushHook = Callable[[], Awaitable[None]]
 
 
@@ -174,6 +179,39 @@ class PartitionBatches:
             if lane.pump is not None:
                 lane.pump.result()  # raise what a previous hand-over raised
             lane.pump = asyncio.ensure_future(self._pump(lane, topic, partition))
+
+    def urgent_waiting(self) -> bool:
+        """Whether a record of an urgent topic is queued but not in a produce request yet.
+
+        Either its batch is not handed to aiokafka yet, or it waits in aiokafka's accumulator
+        (private: ``_message_accumulator._batches``, checked by
+        tests/unit/test_worker_tuning.py) for the sender to drain it into a request.
+        """
+        if not self.urgent_topics:
+            return False
+        for (topic, _), lane in self._lanes.items():
+            if lane.handed < lane.created and topic in self.urgent_topics:
+                return True
+        return bool(urgent_producer(self.app.producer)._message_accumulator._batches)
+
+    async def push_urgent(self, turns: int = URGENT_TURNS) -> None:
+        """Let the event loop run until urgent records are in a produce request (``turns`` at most).
+
+        From a closed batch to the socket takes aiokafka a few turns of the event loop, and
+        more when the previous request's answer is still unread (one request in flight per
+        connection). A caller that goes on to its next CPU-bound step at once (the scoring
+        handler's next list of records, ~8 ms) gets back to the loop only after it, so each
+        turn a risk change still needed cost a whole list: measured at 5,000 records/s, the
+        worker → reader leg's p99 was 17-38 ms without this and 10-11 ms with it. A turn
+        with nothing else ready costs microseconds; past ``turns`` it gives up (the broker
+        is slow to answer: the records leave at a later turn).
+        """
+        waited = 0
+        while waited < turns and self.urgent_waiting():
+            await asyncio.sleep(0)
+            waited += 1
+        if waited:
+            await asyncio.sleep(0)  # the request's task writes it in its first step
 
     def _producer_for(self, topic: str) -> Any:
         if topic in self.urgent_topics:

@@ -183,3 +183,84 @@ def test_urgent_topics_go_on_the_second_producer_and_marks_cover_both() -> None:
     asyncio.run(scenario())
     assert urgent.sent == [[record(0)]]
     assert main.sent == [[record(1)], [record(2)]]
+
+
+class Accumulator:
+    """aiokafka's accumulator as ``urgent_waiting`` reads it: batches per partition until the
+    sender drains them into a request."""
+
+    def __init__(self) -> None:
+        self._batches: dict[tuple[str, int], list[Any]] = {}
+
+
+class SenderProducer(FakeProducer):
+    """A producer whose batches wait in an accumulator until its sender task runs: each
+    sender step drains what is there into a request (``requests``), as aiokafka's does."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate.set()
+        self._message_accumulator = Accumulator()
+        self.requests: list[list[Any]] = []
+
+    async def send_batch(self, batch: FakeBuilder, topic: str, *, partition: int) -> Any:
+        delivered = await super().send_batch(batch, topic, partition=partition)
+        self.gate.set()
+        self._message_accumulator._batches.setdefault((topic, partition), []).append(batch)
+        return delivered
+
+    async def sender(self) -> None:
+        while True:
+            await asyncio.sleep(0)
+            batches = self._message_accumulator._batches
+            if batches:
+                self.requests.append([b.records for queued in batches.values() for b in queued])
+                batches.clear()
+
+
+def test_push_urgent_returns_once_urgent_records_are_in_a_request() -> None:
+    producer = SenderProducer()
+    app = fake_app(producer)
+    app.producer._urgent = producer
+    batches = PartitionBatches(app, urgent_topics=["risk-changes"])
+
+    async def scenario() -> None:
+        sender = asyncio.ensure_future(producer.sender())
+        batches.enqueue("risk-changes", 1, [record(0)])
+        assert batches.urgent_waiting()
+        # what a CPU-bound caller does next: without the turns, nothing has left by then
+        await batches.push_urgent()
+        assert producer.requests == [[[record(0)]]]
+        assert not batches.urgent_waiting()
+        sender.cancel()
+
+    asyncio.run(scenario())
+
+
+def test_push_urgent_gives_up_after_its_turns_and_ignores_other_topics() -> None:
+    main, producer = FakeProducer(), SenderProducer()  # its sender never runs: no answer
+    main.gate.set()
+    app = fake_app(main)
+    app.producer._urgent = producer
+    batches = PartitionBatches(app, urgent_topics=["risk-changes"])
+    turns = [0]
+
+    async def count_turns() -> None:
+        while True:
+            await asyncio.sleep(0)
+            turns[0] += 1
+
+    async def scenario() -> None:
+        counter = asyncio.ensure_future(count_turns())
+        await asyncio.sleep(0)
+        batches.enqueue("changelog", 0, [record(1)])
+        before = turns[0]
+        await batches.push_urgent(turns=5)
+        assert turns[0] == before, "nothing urgent is queued: no turn is given"
+        batches.enqueue("risk-changes", 0, [record(2)])
+        await batches.push_urgent(turns=5)
+        assert batches.urgent_waiting()
+        assert turns[0] - before <= 6  # five turns, plus one for the request's write
+        counter.cancel()
+
+    asyncio.run(scenario())

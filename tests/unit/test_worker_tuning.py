@@ -68,3 +68,21 @@ def test_the_producer_hands_over_batch_writes_before_it_flushes() -> None:
 
     asyncio.run(scenario())
     assert calls == ["hook", "faust buffer"]
+
+
+def test_aiokafka_keeps_undrained_batches_where_push_urgent_looks() -> None:
+    # PartitionBatches.urgent_waiting reads this private attribute (aiokafka 0.14): a batch
+    # handed over waits there until the sender drains it into a produce request.
+    async def look() -> tuple[bool, bool]:
+        producer = aiokafka.AIOKafkaProducer(bootstrap_servers="127.0.0.1:1")
+        accumulator = producer._message_accumulator
+        empty = bool(accumulator._batches)
+        builder = producer.create_batch()
+        builder.append(key=b"k", value=b"v", timestamp=None)
+        builder.close()
+        await accumulator.add_batch(builder, aiokafka.TopicPartition("t", 0), timeout=1)
+        waiting = bool(accumulator._batches)
+        await producer.stop()  # never started: closes its client object
+        return empty, waiting
+
+    assert asyncio.run(look()) == (False, True)
