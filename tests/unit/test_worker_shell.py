@@ -172,6 +172,30 @@ def test_eviction_drops_the_least_recently_changed_clean_states() -> None:
     assert len(store) == 1_500
 
 
+def test_eviction_with_a_limit_drops_that_many_a_call_and_ends_where_one_call_would() -> None:
+    def filled() -> ScoringShell:
+        shell = ScoringShell(
+            {},
+            ScoringConfig(),
+            FrozenLinearModel.prior_only,
+            partition_of=lambda _: 0,
+            max_cached=1_000,
+        )
+        for i in range(1_500):
+            shell.on_event(_order(f"c{i}", 0), partition=0)
+        shell.on_event(_order("c0", 1), partition=0)
+        shell.write(0, shell.take_dirty(0))  # written, not evicted yet (flush() would)
+        return shell
+
+    at_once, in_steps = filled(), filled()
+    assert at_once.evict(0)
+    done = [in_steps.evict(0, limit=200) for _ in range(3)]
+    assert done == [False, False, True]  # 200 + 200 + the last 100 of the 500 beyond
+    assert list(in_steps.clocks[0].cache) == list(at_once.clocks[0].cache)
+    assert len(at_once.clocks[0].cache) == 1_000
+    assert in_steps.evict(0, limit=200)  # nothing beyond the share: done at once
+
+
 def test_the_rebuild_reads_the_stored_fields_a_full_decode_would_give() -> None:
     from streams.core.state import CustomerState
     from streams.worker.shell import CLOCK, CONTACTS, NEXT_WAKE, stored_field
