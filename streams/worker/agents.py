@@ -154,6 +154,9 @@ def wire_agents(worker: Worker) -> None:
                 await release(tp.partition, intake.merges[tp.partition])
                 if generation[0] != received_in:
                     return
+        # The list's risk changes and interventions leave before the window's writing.
+        await outputs.flush_now()
+        await outputs.batches.push_urgent()
         await writer.close_due()
         await writer.step(DRAIN_ITEMS_PER_RECORD * count)
         await outputs.flush_now()
