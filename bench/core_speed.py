@@ -54,9 +54,10 @@ from streams.core.state import CustomerState
 from streams.io.avro import AvroCodec, default_codec
 from streams.metrics import Metrics
 from streams.settings import INPUT_TOPICS
+from streams.worker.contacts_in_state import ContactsInState
 from streams.worker.intervene import InterventionShell
 from streams.worker.partitioning import partitioner
-from streams.worker.shell import ContactsInState, ScoringShell
+from streams.worker.shell import ScoringShell
 
 OUT_DIR: Final[Path] = Path(__file__).resolve().parent / "out"
 CACHE_DIR: Final[Path] = OUT_DIR / "cache"

@@ -19,11 +19,12 @@ from streams.settings import INPUT_TOPICS, Settings
 from streams.worker.agents import wire_agents
 from streams.worker.batch_writes import table_reader
 from streams.worker.bulk_restore import bulk_restore_store_url
+from streams.worker.contacts_in_state import ContactsInState
 from streams.worker.delivery import Delivery, register_alert_stream
 from streams.worker.intervene import InterventionShell
 from streams.worker.models import ModelHolder, TrainerShell
 from streams.worker.partitioning import partitioner
-from streams.worker.shell import ContactsInState, ScoringShell
+from streams.worker.shell import ScoringShell
 from streams.worker.table_scan import table_scan
 from streams.worker.tuning import TunedApp
 from streams.worker.uplift_gauges import UpliftGauges

@@ -121,6 +121,7 @@ class PartitionBatches:
         self.records = 0
         self.batches = 0
         self._lanes: dict[tuple[str, int], _Lane] = {}
+        self._urgent_lanes: list[_Lane] = []  # the lanes of urgent_topics
         # called (no arguments) each time a batch is acknowledged by the broker
         self.on_delivery: list[Callable[[], None]] = []
         add_flush_hook(app, self.handed_over)
@@ -159,6 +160,8 @@ class PartitionBatches:
         lane = self._lanes.get((topic, partition))
         if lane is None:
             lane = self._lanes[(topic, partition)] = _Lane()
+            if topic in self.urgent_topics:
+                self._urgent_lanes.append(lane)
         waiting = lane.waiting
         built = waiting[-1] if waiting else None
         for key, value in records:
@@ -190,9 +193,8 @@ class PartitionBatches:
         """
         if not self.urgent_topics:
             return False
-        for (topic, _), lane in self._lanes.items():
-            if lane.handed < lane.created and topic in self.urgent_topics:
-                return True
+        if any(lane.handed < lane.created for lane in self._urgent_lanes):
+            return True
         return bool(urgent_producer(self.app.producer)._message_accumulator._batches)
 
     async def push_urgent(self, turns: int = URGENT_TURNS) -> None:

@@ -22,7 +22,8 @@ from streams.core.scoring import StepOutput
 from streams.core.segments import plans_for_event
 from streams.core.state import CustomerState
 from streams.core.uplift import UpliftTracker, decision_from_record
-from streams.worker.shell import ContactsInState, StateStore
+from streams.worker.contacts_in_state import ContactsInState
+from streams.worker.shell import StateStore
 
 
 @dataclass(slots=True)

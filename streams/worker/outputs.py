@@ -33,7 +33,6 @@ class Outputs:
         self.names = {name: worker.settings.topic(name) for name in OUTPUT_NAMES}
         urgent = (self.names["risk-changes"], self.names["interventions"])
         self.batches = PartitionBatches(worker.app, urgent_topics=urgent)
-        self._partitioners: dict[int, Callable[[str], int]] = {}
         self._now: list[tuple[str, str, bytes]] = []  # (topic, key, value) to send now
 
     async def send_now(self, out: StepOutput, routed: Routed) -> None:
@@ -102,10 +101,7 @@ class Outputs:
         producer = self.worker.app.producer._ensure_producer()  # type: ignore[attr-defined]
         await producer.client._wait_on_metadata(topic)
         count = len(producer.client.cluster.partitions_for_topic(topic) or ())
-        found = self._partitioners.get(count)
-        if found is None:
-            found = self._partitioners[count] = partitioner(count)
-        return found
+        return partitioner(count)  # one per partition count (cached there)
 
 
 def band_of(worker: Worker) -> Callable[[str], str | None]:

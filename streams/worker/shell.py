@@ -17,7 +17,7 @@ came after, and the customer's clock would pass the event times.)
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, MutableMapping
+from collections.abc import Callable, Iterable, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -367,37 +367,3 @@ def stored_field(raw: Any, index: int) -> Any:
         if isinstance(values, list) and len(values) == len(STATE_FIELDS):
             return values[index]
     return getattr(CustomerState.from_dict(raw), STATE_FIELDS[index])
-
-
-class ContactsInState(MutableMapping[str, Any]):
-    """The contact histories as a mapping over the customers' states (one record each)."""
-
-    def __init__(self, shell: ScoringShell) -> None:
-        self.shell = shell
-
-    def __getitem__(self, customer_id: str) -> Any:
-        contacts = self.shell.contacts_of(customer_id)
-        if contacts is None:
-            raise KeyError(customer_id)
-        return contacts
-
-    def __setitem__(self, customer_id: str, contacts: Any) -> None:
-        self.shell.set_contacts(customer_id, contacts)
-
-    def get(self, customer_id: str, default: Any = None) -> Any:
-        """Return the contact history of ``customer_id``, or ``default`` (no KeyError raised)."""
-        contacts = self.shell.contacts_of(customer_id)
-        return default if contacts is None else contacts
-
-    def __delitem__(self, customer_id: str) -> None:
-        self.shell.set_contacts(customer_id, {})
-
-    def __iter__(self) -> Iterator[str]:
-        return iter([customer_id for customer_id, _ in self.shell.contact_items()])
-
-    def __len__(self) -> int:
-        return len(self.shell.contact_items())
-
-    def items(self) -> Any:
-        """Return (customer id, contact history) pairs, read in one pass."""
-        return self.shell.contact_items()
