@@ -220,6 +220,8 @@ def wire_agents(worker: Worker) -> None:
                     await send_now(out, routed)
             await writer.close_due()
             await outputs.flush_now()
+            # Its risk changes go into a produce request now, not after the next list.
+            await outputs.batches.push_urgent()
 
     @app.on_partitions_revoked.connect
     def on_revoked(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
