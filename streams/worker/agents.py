@@ -155,12 +155,10 @@ def wire_agents(worker: Worker) -> None:
                 if generation[0] != received_in:
                     return
         # The list's risk changes and interventions leave before the window's writing.
-        await outputs.flush_now()
-        await outputs.batches.push_urgent()
+        await outputs.push_now()
         await writer.close_due()
         await writer.step(DRAIN_ITEMS_PER_RECORD * count)
-        await outputs.flush_now()
-        await outputs.batches.push_urgent()  # before the next list is handled
+        await outputs.push_now()  # again before the next list: a push may have given up
         worker.metrics.observe_steps(steps)
         settle_unfinished()
 
@@ -187,8 +185,7 @@ def wire_agents(worker: Worker) -> None:
         await writer.close_due()
         await writer.step(DRAIN_ITEMS_PER_CHECK)
         await writer.write_while(quiet, DRAIN_ITEMS_PER_CHECK)
-        await outputs.flush_now()
-        await outputs.batches.push_urgent()
+        await outputs.push_now()
         worker.metrics.observe_steps(steps)
         settle_unfinished()
         old_generations.tick(time.monotonic() - last_arrival[0] >= GC_QUIET_S)
@@ -219,9 +216,7 @@ def wire_agents(worker: Worker) -> None:
                         current.scores[score.customer_id] = score
                     await send_now(out, routed)
             await writer.close_due()
-            await outputs.flush_now()
-            # Its risk changes go into a produce request now, not after the next list.
-            await outputs.batches.push_urgent()
+            await outputs.push_now()  # its risk changes, before the handler's next list
 
     @app.on_partitions_revoked.connect
     def on_revoked(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:

@@ -73,6 +73,13 @@ class Outputs:
         for (topic, partition), records in by_partition.items():
             await self.batches.send(topic, partition, records)
 
+    async def push_now(self) -> None:
+        """:meth:`flush_now`, then let the event loop put the risk changes and interventions
+        into a produce request before the caller's next CPU-bound step (``push_urgent`` in
+        streams/worker/batch_writes.py says why)."""
+        await self.flush_now()
+        await self.batches.push_urgent()
+
     async def settled(self) -> None:
         """Send what is queued; wait until everything sent is in the producer."""
         await self.flush_now()
